@@ -1,0 +1,280 @@
+"""The `imprint` command line: one subcommand per stage, plus `learn` (ingest -> synth -> train) and `eval`.
+
+Errors a user can fix print as one line on stderr with exit status 1 (2 for bad flags, from argparse); the
+workspace is never left half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from imprint.errors import ImprintError
+from imprint.models import DEFAULT_MODEL
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _workspace(args):
+    from imprint.workspace import Workspace, default_root
+
+    return Workspace.open(Path(args.workspace) if args.workspace else default_root())
+
+
+def _overrides(args) -> dict:
+    from imprint.config import parse_overrides
+
+    return parse_overrides(getattr(args, "set", None), getattr(args, "config", None))
+
+
+def cmd_add(args) -> None:
+    from imprint import pipeline
+
+    report = pipeline.add(_workspace(args), args.paths, model=args.model)
+    for status in ("added", "updated", "restored", "unchanged"):
+        for uri in getattr(report, status):
+            console.print(f"{status:>9}  {uri}")
+    for skipped in report.skipped:
+        err.print(f"[dim]  skipped  {skipped}[/dim]")
+
+
+def cmd_docs(args) -> None:
+    ws = _workspace(args)
+    table = Table("doc_id", "version", "title", "chunks", "tokens", "uri")
+    chunks = ws.chunks()
+    for d in ws.documents():
+        mine = [c for c in chunks if c.doc_id == d.id]
+        table.add_row(d.id, str(d.version), d.title, str(len(mine)), str(sum(c.n_tokens for c in mine)), d.uri)
+    console.print(table)
+
+
+def cmd_synth(args) -> None:
+    from imprint import pipeline
+    from imprint.synth.records import read_records
+
+    ws = _workspace(args)
+    manifest = pipeline.synth(ws, args.strategy, args.name, _overrides(args))
+    console.print(
+        f"dataset [bold]{manifest['name']}[/bold]: {manifest['n_records']} records "
+        f"({manifest['by_kind']['qa']} question-answer, {manifest['by_kind']['text']} text) "
+        f"from {manifest['source_chunks']} chunks"
+    )
+    if args.show:
+        import random
+
+        records = read_records(ws.data_dir(manifest["name"]))
+        for r in random.Random(0).sample(records, min(args.show, len(records))):
+            body = f"Q: {r.question}\nA: {r.answer}" if r.kind == "qa" else r.text[:400]
+            console.print(f"[dim]--- {r.id} {r.kind} from {', '.join(r.source_chunk_ids)}[/dim]\n{body}")
+
+
+def cmd_train(args) -> None:
+    from imprint import pipeline
+
+    ws = _workspace(args)
+    datasets = args.data or [d["name"] if isinstance(d, dict) else d.name for d in ws.datasets()][-1:]
+    if not datasets:
+        raise ImprintError("no synthetic dataset yet: run `imprint synth` first")
+    manifest = pipeline.train_module(ws, datasets, args.name, args.method, args.model, _overrides(args))
+    _print_module(manifest)
+
+
+def _print_module(manifest: dict) -> None:
+    m = manifest["metrics"]
+    console.print(
+        f"module [bold]{manifest['name']}@{manifest['version']}[/bold] ({manifest['method']} on "
+        f"{manifest['base_model']}): loss {m['loss_first']} -> {m['loss_last']}, {m['steps']} steps, "
+        f"{m['tokens']} tokens in {m['wall_s']} s ({m['tokens_per_s']} tokens/s), "
+        f"{manifest['module_bytes'] / 1e6:.1f} MB"
+    )
+
+
+def cmd_learn(args) -> None:
+    from imprint import pipeline
+
+    ws = _workspace(args)
+    overrides = _overrides(args)
+    report = pipeline.add(ws, args.paths, model=args.model)
+    console.print(
+        f"ingest: {len(report.added)} added, {len(report.updated)} updated, "
+        f"{len(report.unchanged)} unchanged ({len(ws.chunks())} chunks in the corpus)"
+    )
+    synth_overrides = {k: v for k, v in overrides.items() if k == "synth"}
+    data = pipeline.synth(ws, args.strategy, f"{args.name}-{args.strategy}", synth_overrides)
+    console.print(f"synth: {data['n_records']} records ({data['by_kind']['qa']} question-answer)")
+    train_overrides = {k: v for k, v in overrides.items() if k != "synth"}
+    manifest = pipeline.train_module(ws, [data["name"]], args.name, args.method, args.model, train_overrides)
+    _print_module(manifest)
+
+
+def cmd_ask(args) -> None:
+    from imprint.answer import answer_questions
+    from imprint.models import load_base
+    from imprint.pipeline import load_module
+
+    mode = args.mode or ("module" if args.module else "base")
+    if mode == "module":
+        if not args.module:
+            raise ImprintError("--mode module needs --module NAME")
+        model, tokenizer, manifest = load_module(_workspace(args), args.module)
+        label = f"{manifest['name']}@{manifest['version']}"
+    else:
+        base = load_base(args.model)
+        model, tokenizer, label = base.model, base.tokenizer, None
+    answer = answer_questions(model, tokenizer, [args.question], mode=mode, module=label)[0]
+    if args.json:
+        out = answer.to_dict()
+        print(json.dumps({k: out[k] for k in ("answer", "confidence", "mode", "module")}))
+    else:
+        console.print(f"{answer.answer}  [dim](confidence {answer.confidence:.2f}, {mode})[/dim]")
+
+
+def cmd_eval(args) -> None:
+    from imprint.evaluate.run import evaluate
+
+    ws = _workspace(args)
+    card = evaluate(ws, args.questions, args.module or [], model=args.model, include_base=not args.no_base)
+    run_dir = ws.root / "reports" / f"eval-{card_id()}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "scorecard.json").write_text(json.dumps(card, indent=2))
+    if args.json:
+        print(json.dumps({s["system"]: {k: s[k] for k in ("exact_match", "token_f1", "n")} for s in card["systems"]}))
+        return
+    table = Table(
+        "system",
+        "mode",
+        "questions",
+        "exact match",
+        "token F1",
+        "p50 latency ms",
+        title=f"held-out questions: {card['eval_set']}",
+    )
+    for s in card["systems"]:
+        table.add_row(
+            s["system"],
+            s["mode"],
+            str(s["n"]),
+            f"{s['exact_match']:.3f}",
+            f"{s['token_f1']:.3f}",
+            f"{s['latency_ms_p50']:.0f}",
+        )
+    console.print(table)
+    console.print(f"[dim]per-question answers: {run_dir / 'scorecard.json'}[/dim]")
+
+
+def card_id() -> str:
+    from datetime import datetime
+
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def cmd_modules(args) -> None:
+    table = Table("module", "method", "base model", "corpus", "created")
+    for m in _workspace(args).modules():
+        get = m.get if isinstance(m, dict) else lambda k, m=m: getattr(m, k)
+        table.add_row(
+            f"{get('name')}@{get('version')}",
+            get("method"),
+            get("base_model"),
+            get("corpus_version"),
+            get("created_at"),
+        )
+    console.print(table)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imprint", description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", help="workspace directory (default: $IMPRINT_HOME or ./.imprint)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def model_flag(p):
+        p.add_argument(
+            "--model",
+            default=os.environ.get("IMPRINT_MODEL", DEFAULT_MODEL),
+            help=f"base model: {DEFAULT_MODEL} (embedded), tiny (tests), or a local HF directory",
+        )
+
+    def config_flags(p):
+        p.add_argument(
+            "--set",
+            action="append",
+            metavar="SECTION.KEY=VALUE",
+            help="override a setting, e.g. train.lr=5e-4 or lora.r=16 (repeatable)",
+        )
+        p.add_argument("--config", help="YAML file of {section: {key: value}} settings")
+
+    p = sub.add_parser("add", help="ingest files or directories (.txt .md .html .pdf)")
+    p.add_argument("paths", nargs="+")
+    model_flag(p)
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("docs", help="list documents")
+    p.set_defaults(func=cmd_docs)
+
+    p = sub.add_parser("synth", help="write a synthetic training set from the corpus")
+    p.add_argument("--strategy", default="rules")
+    p.add_argument("--name", help="dataset name (default: the strategy's name)")
+    p.add_argument("--show", type=int, default=0, metavar="N", help="print N sample records")
+    config_flags(p)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", help="train a module on synthetic datasets")
+    p.add_argument("--data", action="append", help="dataset name (repeatable; default: the latest)")
+    p.add_argument("--method", default="lora")
+    p.add_argument("--name", default="default", help="module name")
+    model_flag(p)
+    config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("learn", help="ingest -> synth -> train in one go")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--name", default="default", help="module name")
+    p.add_argument("--strategy", default="rules")
+    p.add_argument("--method", default="lora")
+    model_flag(p)
+    config_flags(p)
+    p.set_defaults(func=cmd_learn)
+
+    p = sub.add_parser("ask", help="answer a question closed-book")
+    p.add_argument("question")
+    p.add_argument("--module", help="module name or name@version")
+    p.add_argument("--mode", choices=["base", "module"])
+    p.add_argument("--json", action="store_true", help="print {answer, confidence, mode, module}")
+    model_flag(p)
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("eval", help="score base and modules on held-out questions (JSONL)")
+    p.add_argument("questions", help="JSONL of {question, answers[]} per line")
+    p.add_argument("--module", action="append", help="module to score (repeatable)")
+    p.add_argument("--no-base", action="store_true", help="skip the base model")
+    p.add_argument("--json", action="store_true")
+    model_flag(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("modules", help="list trained modules")
+    p.set_defaults(func=cmd_modules)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ImprintError as exc:
+        err.print(f"imprint: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err.print("imprint: interrupted", markup=False)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

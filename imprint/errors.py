@@ -1,0 +1,25 @@
+"""Exceptions a user can act on.
+
+Every error imprint raises on bad input is an `ImprintError`; the CLI prints its message as one line on
+stderr and exits non-zero. Anything else escaping is a bug.
+"""
+
+
+class ImprintError(Exception):
+    """Base class: a problem the user can fix (bad path, bad flag, unknown model...)."""
+
+
+class IngestError(ImprintError):
+    """A file could not be read or holds no usable text."""
+
+
+class ModelError(ImprintError):
+    """A base model is unknown or cannot be loaded."""
+
+
+class ConfigError(ImprintError):
+    """A configuration value or override is invalid."""
+
+
+class NotFoundError(ImprintError):
+    """A named thing (module, dataset, document) does not exist in the workspace."""

@@ -1,0 +1,1 @@
+"""Evaluation: score answers against held-out questions (learned) for each system."""

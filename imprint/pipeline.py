@@ -1,0 +1,150 @@
+"""The stages as plain functions over a workspace: ingest -> synth -> train -> answer -> evaluate.
+
+The CLI and the Python API both call these; each stage reads and writes typed records, so any stage can be
+rerun or inspected on its own. Ids chain doc_id -> chunk_id -> synth record id -> module -> eval row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from imprint import __version__, registry
+from imprint.config import build, check_sections
+from imprint.errors import ImprintError, NotFoundError
+from imprint.models import DEFAULT_MODEL, load_base, load_tokenizer
+from imprint.progress import Bar
+from imprint.synth.records import read_records, write_records
+from imprint.train.config import TrainConfig
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def add(ws, paths: list[str], model: str = DEFAULT_MODEL, max_tokens: int = 200):
+    """Ingest files and directories; chunk sizes are counted with `model`'s tokenizer."""
+    from imprint.ingest import ingest_paths
+
+    tokenizer = load_tokenizer(model)
+    return ingest_paths(
+        ws,
+        [Path(p) for p in paths],
+        lambda s: len(tokenizer.encode(s, add_special_tokens=False)),
+        max_tokens=max_tokens,
+    )
+
+
+def synth(ws, strategy: str = "rules", name: str | None = None, overrides: dict | None = None) -> dict:
+    """Run a synthesis strategy over the current corpus and register the dataset."""
+    overrides = overrides or {}
+    check_sections(overrides, {"synth"})
+    cls = registry.strategy(strategy)
+    config_cls = getattr(cls, "config_class", None)
+    config = build(config_cls, "synth", overrides.get("synth", {})) if config_cls else None
+    if config is None and overrides.get("synth"):
+        raise ImprintError(f"strategy {strategy} takes no settings")
+    documents, chunks = ws.documents(), ws.chunks()
+    if not chunks:
+        raise ImprintError("the workspace has no documents: run `imprint add PATH` first")
+    t0 = time.perf_counter()
+    records = cls(config).synthesize(documents, chunks)
+    name = name or strategy
+    manifest = {
+        "name": name,
+        "strategy": strategy,
+        "config": dataclasses.asdict(config) if config else {},
+        "corpus_version": ws.corpus_version(),
+        "n_records": len(records),
+        "by_kind": {k: sum(r.kind == k for r in records) for k in ("text", "qa")},
+        "source_chunks": len(chunks),
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "created_at": now(),
+        "imprint_version": __version__,
+    }
+    directory = ws.data_dir(name)
+    write_records(directory, records, manifest)
+    ws.register_dataset(name, str(directory), len(records), manifest["corpus_version"], manifest)
+    return manifest
+
+
+def train_module(
+    ws,
+    datasets: list[str],
+    name: str,
+    method: str = "lora",
+    model: str = DEFAULT_MODEL,
+    overrides: dict | None = None,
+) -> dict:
+    """Train a module of `method` on the named datasets and register it as the next version of `name`."""
+    from imprint.train.data import encode_record
+    from imprint.train.loop import train
+
+    overrides = overrides or {}
+    check_sections(overrides, {"train", method})
+    method_impl = registry.method(method)()
+    method_config = build(method_impl.config_class, method, overrides.get(method, {}))
+    train_config = build(TrainConfig, "train", overrides.get("train", {}))
+    records = []
+    for dataset in datasets:
+        entry = ws.get_dataset(dataset)
+        records.extend(read_records(Path(entry["path"]) if isinstance(entry, dict) else Path(entry.path)))
+    if not records:
+        raise ImprintError(f"datasets {', '.join(datasets)} hold no records")
+    base = load_base(model)
+    examples = [encode_record(r, base.tokenizer, train_config.max_len) for r in records]
+    trainable = method_impl.attach(base.model, method_config)
+    with Bar("train", unit="steps") as bar:
+        result = train(
+            trainable,
+            examples,
+            base.tokenizer.pad_token_id,
+            train_config,
+            progress=lambda done, total, info: bar.update(done, total, **info),
+        )
+    version = ws.next_module_version(name)
+    directory = ws.module_dir(name, version)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = method_impl.save(trainable, directory)
+    manifest = {
+        "name": name,
+        "version": version,
+        "method": method,
+        "base_model": base.name,
+        "corpus_version": ws.corpus_version(),
+        "datasets": datasets,
+        "n_records": len(records),
+        "data_ids_sha": _ids_digest([r.id for r in records]),
+        "config": {"train": dataclasses.asdict(train_config), method: dataclasses.asdict(method_config)},
+        "metrics": result.summary(),
+        "files": files,
+        "module_bytes": sum((directory / f).stat().st_size for f in files),
+        "created_at": now(),
+        "imprint_version": __version__,
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    ws.register_module(name, version, method, base.name, str(directory), manifest["corpus_version"], manifest)
+    return manifest
+
+
+def _ids_digest(ids: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha1("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+
+
+def load_module(ws, spec: str):
+    """Load `name` or `name@version`: returns (model with the module attached, tokenizer, manifest)."""
+    name, _, version = spec.partition("@")
+    try:
+        entry = ws.get_module(name, int(version) if version else None)
+    except ValueError:
+        raise NotFoundError(f"bad module version in {spec!r}: use name@N") from None
+    directory = Path(entry["path"] if isinstance(entry, dict) else entry.path)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    base = load_base(manifest["base_model"])
+    model = registry.method(manifest["method"])().load(base.model, directory)
+    return model, base.tokenizer, manifest

@@ -1,0 +1,36 @@
+"""One progress bar for long work (rich): steps done, ETA, and live metrics such as loss and tokens/s."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class Bar:
+    def __init__(self, label: str, unit: str = "items", console: Console | None = None):
+        self.label = label
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(unit),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console or Console(stderr=True),
+            transient=False,
+        )
+        self.task = None
+
+    def __enter__(self) -> Bar:
+        self.progress.start()
+        self.task = self.progress.add_task(self.label, total=None, info="")
+        return self
+
+    def update(self, done: int, total: int, **info) -> None:
+        text = "  ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
+        self.progress.update(self.task, completed=done, total=total, info=text)
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()

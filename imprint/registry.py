@@ -1,0 +1,33 @@
+"""String registries with lazy imports: a name maps to a dotted path, imported only when chosen.
+
+A new strategy or method is one folder plus one line here; heavy optional dependencies load only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from imprint.errors import ConfigError
+
+STRATEGIES: dict[str, str] = {
+    "raw": "imprint.synth.raw:RawStrategy",
+    "rules": "imprint.synth.rules:RulesStrategy",
+}
+METHODS: dict[str, str] = {
+    "lora": "imprint.methods.lora.method:LoraMethod",
+}
+
+
+def resolve(kind: str, table: dict[str, str], name: str):
+    if name not in table:
+        raise ConfigError(f"unknown {kind} {name!r}: choose one of {', '.join(sorted(table))}")
+    module, _, attr = table[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def strategy(name: str):
+    return resolve("strategy", STRATEGIES, name)
+
+
+def method(name: str):
+    return resolve("method", METHODS, name)

@@ -1,0 +1,1 @@
+"""Training: turn synthetic records into token batches and run one explicit loop over them."""

@@ -1,0 +1,29 @@
+"""Training hyper-parameters: a frozen dataclass with help text, validated, saved in the module manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = field(default=3.0, metadata={"help": "passes over the synthetic set (fractions allowed)"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    warmup: float = field(default=0.05, metadata={"help": "fraction of steps with linear warm-up"})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "cosine decays to lr * min_lr_ratio"})
+    batch_tokens: int = field(default=2048, metadata={"help": "padded tokens per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_len: int = field(default=384, metadata={"help": "longer examples are truncated to this many tokens"})
+    clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping"})
+    loss_chunk: int = field(default=1024, metadata={"help": "positions per chunk of the vocabulary projection"})
+    seed: int = field(default=0, metadata={"help": "seed for init, shuffling and dropout"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = all cores)"})
+
+    def __post_init__(self):
+        if self.epochs <= 0 or self.lr <= 0:
+            raise ValueError("epochs and lr must be positive")
+        if not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("warmup must be in [0, 1) and min_lr_ratio in [0, 1]")
+        if self.batch_tokens < 16 or self.grad_accum < 1 or self.max_len < 8 or self.loss_chunk < 1:
+            raise ValueError("batch_tokens >= 16, grad_accum >= 1, max_len >= 8 and loss_chunk >= 1 are required")

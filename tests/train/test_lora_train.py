@@ -1,0 +1,66 @@
+"""LoRA on the tiny model: the loop lowers the loss, and save -> load reproduces the logits exactly."""
+
+import torch
+
+from imprint.methods.lora.config import LoraMethodConfig
+from imprint.methods.lora.method import LoraMethod
+from imprint.synth.records import SynthRecord
+from imprint.testing import tiny_lm
+from imprint.train.config import TrainConfig
+from imprint.train.data import IGNORE, encode_record
+from imprint.train.loop import lr_at, train
+from imprint.train.loss import causal_lm_loss
+
+RECORDS = [
+    SynthRecord.make("rules", ["d:v1:0"], "qa", question="Who leads finance?", answer="Priya Raman"),
+    SynthRecord.make("rules", ["d:v1:0"], "qa", question="How many leave days?", answer="27 days"),
+    SynthRecord.make("rules", ["d:v1:0"], "text", text="Priya Raman has served as chief financial officer."),
+]
+
+
+def test_qa_records_train_on_the_answer_only():
+    _, tok = tiny_lm()
+    ex = encode_record(RECORDS[0], tok, 256)
+    trained = [t for t, label in zip(ex.input_ids, ex.labels) if label != IGNORE]
+    assert tok.decode(trained) == " Priya Raman" + tok.eos_token
+    text = encode_record(RECORDS[2], tok, 256)
+    assert text.n_trained == len(text.input_ids) - 1  # everything but <bos>
+
+
+def test_chunked_loss_equals_plain_cross_entropy():
+    model, tok = tiny_lm()
+    ex = encode_record(RECORDS[2], tok, 256)
+    batch = {
+        "input_ids": torch.tensor([ex.input_ids]),
+        "attention_mask": torch.ones(1, len(ex.input_ids)),
+        "labels": torch.tensor([ex.labels]),
+    }
+    reference = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+    chunked, n = causal_lm_loss(model, batch, chunk=7)
+    assert n == len(ex.input_ids) - 1
+    assert torch.allclose(chunked, reference, atol=1e-5)
+
+
+def test_lora_loss_drops_and_save_load_is_exact(tmp_path):
+    model, tok = tiny_lm()
+    method = LoraMethod()
+    trainable = method.attach(model, LoraMethodConfig(r=8, alpha=16))
+    examples = [encode_record(r, tok, 256) for r in RECORDS]
+    result = train(trainable, examples, tok.pad_token_id, TrainConfig(epochs=60, lr=3e-2, batch_tokens=256))
+    assert result.losses[-1] < 0.5 * result.losses[0]
+    files = method.save(trainable, tmp_path)
+    assert "adapter_model.safetensors" in files and "adapter_config.json" in files
+    probe = torch.tensor([encode_record(RECORDS[0], tok, 256).input_ids])
+    with torch.no_grad():
+        expected = trainable(input_ids=probe).logits
+        fresh, _ = tiny_lm()
+        loaded = method.load(fresh, tmp_path)
+        assert torch.equal(loaded(input_ids=probe).logits, expected)
+        assert not torch.equal(tiny_lm()[0](input_ids=probe).logits, expected)  # the module changed the model
+
+
+def test_schedule_warms_up_then_decays():
+    config = TrainConfig(lr=1.0, warmup=0.1, min_lr_ratio=0.1)
+    lrs = [lr_at(step, 100, config) for step in range(100)]
+    assert lrs[0] < lrs[9] == 1.0
+    assert lrs[-1] < 0.2 and min(lrs[10:]) >= 0.1
