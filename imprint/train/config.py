@@ -16,7 +16,7 @@ class TrainConfig:
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     max_len: int = field(default=384, metadata={"help": "longer examples are truncated to this many tokens"})
     clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping"})
-    loss_chunk: int = field(default=1024, metadata={"help": "positions per chunk of the vocabulary projection"})
+    loss_chunk: int = field(default=256, metadata={"help": "positions per block of the vocabulary projection"})
     seed: int = field(default=0, metadata={"help": "seed for init, shuffling and dropout"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = all cores)"})
 

@@ -21,7 +21,7 @@ RECORDS = [
 def test_qa_records_train_on_the_answer_only():
     _, tok = tiny_lm()
     ex = encode_record(RECORDS[0], tok, 256)
-    trained = [t for t, label in zip(ex.input_ids, ex.labels) if label != IGNORE]
+    trained = [t for t, label in zip(ex.input_ids, ex.labels, strict=True) if label != IGNORE]
     assert tok.decode(trained) == " Priya Raman" + tok.eos_token
     text = encode_record(RECORDS[2], tok, 256)
     assert text.n_trained == len(text.input_ids) - 1  # everything but <bos>
@@ -64,3 +64,16 @@ def test_schedule_warms_up_then_decays():
     lrs = [lr_at(step, 100, config) for step in range(100)]
     assert lrs[0] < lrs[9] == 1.0
     assert lrs[-1] < 0.2 and min(lrs[10:]) >= 0.1
+
+
+def test_blockwise_loss_gradients_match_autograd():
+    from imprint.train.loss import blockwise_cross_entropy
+
+    torch.manual_seed(0)
+    hidden = torch.randn(10, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 8, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 50, (10,))
+    for softcap in (None, 3.0):
+        for compiled in (False, True):
+            fn = lambda h, w, s=softcap, c=compiled: blockwise_cross_entropy(h, w, targets, 3, s, compile=c)  # noqa: E731
+            assert torch.autograd.gradcheck(fn, (hidden, weight))
