@@ -69,7 +69,7 @@ def answer_questions(
             logprobs = torch.stack(out.scores, dim=1).float().log_softmax(-1)
             token_lp = logprobs.gather(-1, new.unsqueeze(-1)).squeeze(-1)
             latency = (time.perf_counter() - t0) * 1000 / len(chunk)
-            for row, question in enumerate(chunk):
+            for row in range(len(chunk)):
                 text = tokenizer.decode(new[row], skip_special_tokens=True)
                 answer = _cut(text)
                 n = len(tokenizer.encode(answer, add_special_tokens=False)) if answer else 0

@@ -27,7 +27,8 @@ _PATTERNS: list[tuple[str, str]] = [
     ("date", rf"\b(?:(?:\d{{1,2}} )?(?:{_MONTHS})(?: \d{{1,2}}(?:st|nd|rd|th)?,?)?(?: \d{{4}})?|(?:19|20)\d{{2}})\b"),
     (
         "money",
-        rf"(?:[$€£]\s?{_NUM}(?: (?:million|billion|thousand))?|\b{_NUM} (?:million |billion )?(?:dollars|euros|pounds|USD|EUR|GBP)\b)",
+        rf"(?:[$€£]\s?{_NUM}(?: (?:million|billion|thousand))?"
+        rf"|\b{_NUM} (?:million |billion )?(?:dollars|euros|pounds|USD|EUR|GBP)\b)",
     ),
     ("percent", rf"\b{_NUM}(?: ?%| percent\b)"),
     ("time", r"\b\d{1,2}(?::\d{2})? ?(?:a\.m\.|p\.m\.|am|pm)\b"),
