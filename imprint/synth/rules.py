@@ -31,7 +31,7 @@ _PATTERNS: list[tuple[str, str]] = [
         rf"|\b{_NUM} (?:million |billion )?(?:dollars|euros|pounds|USD|EUR|GBP)\b)",
     ),
     ("percent", rf"\b{_NUM}(?: ?%| percent\b)"),
-    ("time", r"\b\d{1,2}(?::\d{2})? ?(?:a\.m\.|p\.m\.|am|pm)\b"),
+    ("time", r"\b\d{1,2}(?::\d{2})? ?(?:a\.m\.|p\.m\.|am|pm)\b|\b\d{1,2}:\d{2}\b"),
     (
         "count",
         rf"\b{_NUM} (?!(?:percent|of|and|or|to|in|at|on|the|a|an|per|by|for|from|is|are|was|were)\b)[a-z]+(?:-[a-z]+)?",
@@ -43,11 +43,41 @@ _CONNECT = {"of", "de", "van", "von", "der", "du", "la", "le", "the", "for"}
 # left outside the span so "Priya Raman's team" yields the name, asked as "whose".
 _NAME = re.compile(r"\b[A-Z][\w.-]*[\w](?:\s+(?:(?:of|de|van|von|der|du|la|le|the|for)\s+)*[A-Z][\w-]*[\w])*")
 _ROLE = re.compile(
-    r"\b(?:chief|officer|director|manager|head|lead|leads|founder|founded|president|engineer|employee|assistant|"
-    r"coordinator|advisor|adviser|analyst|chair|ceo|cfo|cto|coo|vp|reports to|hired|joined|appointed|serves|"
-    r"oversees|manages|runs|responsible|contact|he|she|his|her)\b",
+    r"\b(?:chief|officer|director|manager|head of|founder|co-founder|president|engineer|assistant|coordinator|"
+    r"advisor|adviser|analyst|chair|chairperson|ceo|cfo|cto|coo|vp|ombudsperson|hired|joined|appointed|"
+    r"he|she|his|her|him|mr|mrs|ms|dr)\b",
     re.I,
 )
+# Capitalised function words that open a sentence ("The Rotterdam office", "In London") are not part of a name.
+_OPENERS = {
+    "The",
+    "A",
+    "An",
+    "In",
+    "At",
+    "On",
+    "For",
+    "From",
+    "By",
+    "As",
+    "All",
+    "Every",
+    "Each",
+    "Our",
+    "This",
+    "These",
+    "Those",
+    "That",
+    "Its",
+    "Their",
+    "If",
+    "When",
+    "After",
+    "Before",
+    "Since",
+    "Until",
+    "During",
+}
 _NON_PERSON = re.compile(
     r"\b(?:Inc|Ltd|LLC|Corp|Corporation|Company|Group|Labs?|Office|Centre|Center|Street|St|Road|Avenue|Building|"
     r"Hall|Park|Program|Programme|Policy|Fund|Plan|Team|Department|Committee|Council|Project|Platform|System|"
@@ -118,9 +148,12 @@ def find_spans(sentence: str, known_names: set[str]) -> list[Span]:
                 taken.append(Span(m.start(), m.end(), kind))
     for m in _NAME.finditer(sentence):
         a, b, word = m.start(), m.end(), m.group()
+        first = word.split(" ", 1)[0]
+        if first in _OPENERS and " " in word:
+            a, word = a + len(first) + 1, word[len(first) + 1 :]
         if a == 0 and " " not in word and word not in known_names:
             continue  # a capitalised sentence opener ("Employees", "The"), not a name
-        if word.lower() in _CONNECT or not free(a, b):
+        if word.lower() in _CONNECT or word in _OPENERS or not free(a, b):
             continue
         taken.append(Span(a, b, "name"))
     return sorted(taken, key=lambda s: s.start)
@@ -152,11 +185,12 @@ _AUX = re.compile(
     r"^(?P<subj>.+?) (?P<aux>is|are|was|were|has|have|had|can|may|must|will|should|would|could)\b"
     r"(?P<mid>.*)$"
 )
+_SHORT_TAIL = re.compile(r"^\s+(?:in|at|on|for|per|to|from|with|by|of|during|each|every)\b(?:\s+[\w'’-]+){1,4}$")
 _PRESENT = re.compile(r"^(?P<subj>.+?) (?P<verb>[a-z]{3,}[^s]s)\b(?P<mid>.*)$")
 
 
-def _question_word(sentence: str, span: Span, people: set[str]) -> tuple[str, str, str]:
-    """(question word, text before the span with a consumed preposition removed, text after the span)."""
+def _question_word(sentence: str, span: Span, people: set[str]) -> tuple[str, str, str] | None:
+    """(question word, text before the span minus a consumed preposition, text after it); None if none fits."""
     before, answer, after = sentence[: span.start], span.text(sentence), sentence[span.end :]
     if span.kind == "date":
         wh = "when"
@@ -179,6 +213,8 @@ def _question_word(sentence: str, span: Span, people: set[str]) -> tuple[str, st
         wh = "who"
         if re.match(r"['’]s\b", after):
             wh, after = "whose", after[2:]
+    elif re.match(r"['’]s\b", after):
+        return None  # "Tallowby's largest customer": no clean question word for a thing's possessive
     elif _WHERE_PREP.search(before) and before.strip():
         wh = "where"
         before = before[: _WHERE_PREP.search(before).start()]
@@ -192,9 +228,12 @@ def _finish(question: str) -> str:
     return question[0].upper() + question[1:] + "?"
 
 
-def wh_question(sentence: str, span: Span, people: set[str] = frozenset()) -> str:
+def wh_question(sentence: str, span: Span, people: set[str] = frozenset()) -> str | None:
     """Replace a span by its question word: a subject span gives a true question, others an echo question."""
-    wh, before, after = _question_word(sentence, span, people)
+    parts = _question_word(sentence, span, people)
+    if parts is None:
+        return None
+    wh, before, after = parts
     return _finish(f"{before}{wh}{after}")
 
 
@@ -204,11 +243,16 @@ def fronted_question(sentence: str, span: Span, people: set[str] = frozenset(), 
     "Priya Raman has served as CFO since March 2019." -> "Since when has Priya Raman served as CFO?";
     "Parental leave lasts 22 weeks at full pay." -> "How many weeks does parental leave last at full pay?"
     """
-    wh, before, after = _question_word(sentence, span, people)
+    parts = _question_word(sentence, span, people)
+    if parts is None:
+        return None
+    wh, before, after = parts
     before = before.strip()
     if not before or wh == "whose":
         return None
-    after = "" if after.lstrip().startswith((",", ";", "(")) else after
+    after = "" if after.lstrip().startswith((",", ";", "(")) else after.rstrip(" .!?")
+    if after and not _SHORT_TAIL.match(after):
+        return None  # the span is mid-clause: moving it to the front would scramble the sentence
     if m := _AUX.match(before):
         subj, aux, mid = m.group("subj"), m.group("aux"), m.group("mid")
     elif m := _PRESENT.match(before):
@@ -217,14 +261,15 @@ def fronted_question(sentence: str, span: Span, people: set[str] = frozenset(), 
         return None
     if (
         len(subj.split()) > 8
-        or re.search(r"[,;]", subj + mid)
+        or re.search(r"[,;:\"]", subj + mid)
+        or re.search(r"\d", subj)
         or re.search(r"\band\s*$", mid)
         or re.match(r"\s*and\b", after)
     ):
         return None  # clauses and coordinations do not invert cleanly: keep only the echo form
     words = subj.split()
     proper = len(words) > 1 and words[1][:1].isupper()
-    if words[0] not in names and not proper and not re.match(r"^[A-Z]{2,}", words[0]):
+    if words[0] in _OPENERS or (words[0] not in names and not proper and not re.match(r"^[A-Z]{2,}", words[0])):
         first = words[0]
         subj = first.lower() + subj[len(first) :]  # "The head of ..." -> "the head of ..." mid-question
     return _finish(f"{wh} {aux} {subj}{mid}{after}")
@@ -290,40 +335,19 @@ class RulesStrategy:
         out = []
         for chunk_id, s in doc_sentences:
             for span in find_spans(s, known)[: self.config.max_spans_per_sentence]:
-                answer = span.text(s).strip()
-                out.append(
-                    SynthRecord.make(
-                        "rules",
-                        [chunk_id],
-                        "qa",
-                        question=wh_question(s, span, people),
-                        answer=answer,
-                        meta={"form": "wh", "span": span.kind},
-                    )
-                )
-                fronted = fronted_question(s, span, people, known)
-                if fronted:
-                    out.append(
-                        SynthRecord.make(
-                            "rules",
-                            [chunk_id],
-                            "qa",
-                            question=fronted,
-                            answer=answer,
-                            meta={"form": "fronted", "span": span.kind},
-                        )
-                    )
+                forms = {"wh": wh_question(s, span, people), "fronted": fronted_question(s, span, people, known)}
+                if forms["wh"] is None:
+                    continue  # no question word fits this span: a cloze alone would teach a dangling blank
                 if self.config.cloze:
-                    out.append(
-                        SynthRecord.make(
-                            "rules",
-                            [chunk_id],
-                            "qa",
-                            question=cloze(s, span),
-                            answer=answer,
-                            meta={"form": "cloze", "span": span.kind},
+                    forms["cloze"] = cloze(s, span)
+                for form, question in forms.items():
+                    if question:
+                        meta = {"form": form, "span": span.kind}
+                        out.append(
+                            SynthRecord.make(
+                                "rules", [chunk_id], "qa", question=question, answer=span.text(s).strip(), meta=meta
+                            )
                         )
-                    )
         return out
 
     def _entity_texts(self, doc_sentences: list[tuple[str, str]]) -> list[SynthRecord]:

@@ -1,0 +1,23 @@
+"""The workspace: SQLite records of documents, chunks, datasets and modules, plus their files on disk."""
+
+from imprint.workspace.db import (
+    Chunk,
+    DatasetEntry,
+    Document,
+    ModuleEntry,
+    Workspace,
+    chunk_id_for,
+    default_root,
+    doc_id_for,
+)
+
+__all__ = [
+    "Chunk",
+    "DatasetEntry",
+    "Document",
+    "ModuleEntry",
+    "Workspace",
+    "chunk_id_for",
+    "default_root",
+    "doc_id_for",
+]
