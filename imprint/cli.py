@@ -99,17 +99,19 @@ def _print_module(manifest: dict) -> None:
 def cmd_learn(args) -> None:
     from imprint import pipeline
 
-    ws = _workspace(args)
     overrides = _overrides(args)
+    synth_overrides = {k: v for k, v in overrides.items() if k == "synth"}
+    train_overrides = {k: v for k, v in overrides.items() if k != "synth"}
+    pipeline.resolve_synth_config(args.strategy, synth_overrides)  # fail on a typo before any slow work
+    pipeline.resolve_train_configs(args.method, train_overrides)
+    ws = _workspace(args)
     report = pipeline.add(ws, args.paths, model=args.model)
     console.print(
         f"ingest: {len(report.added)} added, {len(report.updated)} updated, "
         f"{len(report.unchanged)} unchanged ({len(ws.chunks())} chunks in the corpus)"
     )
-    synth_overrides = {k: v for k, v in overrides.items() if k == "synth"}
     data = pipeline.synth(ws, args.strategy, f"{args.name}-{args.strategy}", synth_overrides)
     console.print(f"synth: {data['n_records']} records ({data['by_kind']['qa']} question-answer)")
-    train_overrides = {k: v for k, v in overrides.items() if k != "synth"}
     manifest = pipeline.train_module(ws, [data["name"]], args.name, args.method, args.model, train_overrides)
     _print_module(manifest)
 

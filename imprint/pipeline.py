@@ -40,13 +40,7 @@ def add(ws, paths: list[str], model: str = DEFAULT_MODEL, max_tokens: int = 200)
 
 def synth(ws, strategy: str = "rules", name: str | None = None, overrides: dict | None = None) -> dict:
     """Run a synthesis strategy over the current corpus and register the dataset."""
-    overrides = overrides or {}
-    check_sections(overrides, {"synth"})
-    cls = registry.strategy(strategy)
-    config_cls = getattr(cls, "config_class", None)
-    config = build(config_cls, "synth", overrides.get("synth", {})) if config_cls else None
-    if config is None and overrides.get("synth"):
-        raise ImprintError(f"strategy {strategy} takes no settings")
+    cls, config = resolve_synth_config(strategy, overrides)
     documents, chunks = ws.documents(), ws.chunks()
     if not chunks:
         raise ImprintError("the workspace has no documents: run `imprint add PATH` first")
@@ -71,6 +65,25 @@ def synth(ws, strategy: str = "rules", name: str | None = None, overrides: dict 
     return manifest
 
 
+def resolve_train_configs(method: str, overrides: dict | None = None):
+    """Validate method and training settings up front, so a typo fails before any slow work starts."""
+    overrides = overrides or {}
+    check_sections(overrides, {"train", method})
+    method_impl = registry.method(method)()
+    method_config = build(method_impl.config_class, method, overrides.get(method, {}))
+    return method_impl, method_config, build(TrainConfig, "train", overrides.get("train", {}))
+
+
+def resolve_synth_config(strategy: str, overrides: dict | None = None):
+    overrides = overrides or {}
+    check_sections(overrides, {"synth"})
+    cls = registry.strategy(strategy)
+    config_cls = getattr(cls, "config_class", None)
+    if config_cls is None and overrides.get("synth"):
+        raise ImprintError(f"strategy {strategy} takes no settings")
+    return cls, build(config_cls, "synth", overrides.get("synth", {})) if config_cls else None
+
+
 def train_module(
     ws,
     datasets: list[str],
@@ -83,11 +96,7 @@ def train_module(
     from imprint.train.data import encode_record
     from imprint.train.loop import train
 
-    overrides = overrides or {}
-    check_sections(overrides, {"train", method})
-    method_impl = registry.method(method)()
-    method_config = build(method_impl.config_class, method, overrides.get(method, {}))
-    train_config = build(TrainConfig, "train", overrides.get("train", {}))
+    method_impl, method_config, train_config = resolve_train_configs(method, overrides)
     records = []
     for dataset in datasets:
         entry = ws.get_dataset(dataset)

@@ -31,8 +31,12 @@ def load_eval_set(path: str | Path) -> list[EvalItem]:
     path = Path(path)
     if not path.is_file():
         raise ImprintError(f"eval set {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ImprintError(f"eval set {path} is not UTF-8 text: expected JSONL, one question per line") from None
     items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -97,11 +97,14 @@ class RulesConfig:
     permutations: int = field(default=3, metadata={"help": "shuffled copies of each chunk's sentences"})
     cloze: bool = field(default=True, metadata={"help": "also write fill-in-the-blank pairs"})
     max_spans_per_sentence: int = field(default=4, metadata={"help": "answer spans questioned per sentence"})
+    max_per_answer: int = field(
+        default=6, metadata={"help": "question-answer pairs kept per distinct answer (stops 'the company' dominating)"}
+    )
     seed: int = field(default=0, metadata={"help": "seed for permutations"})
 
     def __post_init__(self):
-        if self.permutations < 0 or self.max_spans_per_sentence < 1:
-            raise ValueError("permutations must be >= 0 and max_spans_per_sentence >= 1")
+        if self.permutations < 0 or self.max_spans_per_sentence < 1 or self.max_per_answer < 1:
+            raise ValueError("permutations must be >= 0, max_spans_per_sentence and max_per_answer >= 1")
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,7 @@ class RulesStrategy:
     """Registered as `rules`: no generator, deterministic for a given seed."""
 
     name = "rules"
+    config_class = RulesConfig
 
     def __init__(self, config: RulesConfig | None = None):
         self.config = config or RulesConfig()
@@ -325,7 +329,7 @@ class RulesStrategy:
                     records.append(
                         SynthRecord.make("rules", [c.id], "text", text=" ".join(shuffled), meta={"form": "permuted"})
                     )
-            records.extend(self._questions(doc_sentences))
+            records.extend(self._cap_answers(self._questions(doc_sentences), rng))
             records.extend(self._entity_texts(doc_sentences))
         return list({r.id: r for r in records}.values())
 
@@ -349,6 +353,20 @@ class RulesStrategy:
                             )
                         )
         return out
+
+    def _cap_answers(self, records: list[SynthRecord], rng: random.Random) -> list[SynthRecord]:
+        """Keep at most `max_per_answer` pairs per answer, so a name answering dozens of blanks (usually the
+        organisation itself) does not become the model's reflex answer to every question."""
+        by_answer: dict[str, list[SynthRecord]] = defaultdict(list)
+        for r in records:
+            by_answer[r.answer.lower()].append(r)
+        kept = []
+        for group in by_answer.values():
+            kept.extend(
+                group if len(group) <= self.config.max_per_answer else rng.sample(group, self.config.max_per_answer)
+            )
+        keep = {r.id for r in kept}
+        return [r for r in records if r.id in keep]
 
     def _entity_texts(self, doc_sentences: list[tuple[str, str]]) -> list[SynthRecord]:
         known = mid_sentence_names([s for _, s in doc_sentences])

@@ -1,0 +1,98 @@
+"""The command line as a user runs it: the whole path on `tiny`, and one-line errors that leave the workspace intact."""
+
+import json
+
+import pytest
+
+from imprint.cli import main
+from imprint.workspace import Workspace
+
+CORPUS = (
+    "# Team\n\nPriya Raman has served as chief financial officer since March 2019. "
+    "Employees receive 27 days of paid annual leave per year.\n"
+)
+
+
+@pytest.fixture
+def ws_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMPRINT_HOME", str(tmp_path / "ws"))
+    monkeypatch.setenv("IMPRINT_MODEL", "tiny")
+    return tmp_path / "ws"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "team.md").write_text(CORPUS)
+    return folder
+
+
+def snapshot(ws_dir):
+    ws = Workspace.open(ws_dir)
+    return [(d.id, d.version, d.sha256) for d in ws.documents()], ws.counts()
+
+
+def test_learn_then_ask_and_eval_on_tiny(ws_dir, corpus, tmp_path, capsys):
+    assert main(["learn", str(corpus), "--name", "hb", "--set", "train.epochs=2", "--set", "lora.r=4"]) == 0
+    out = capsys.readouterr().out
+    assert "module hb@1" in out and "lora on tiny" in out
+    manifest = json.loads((ws_dir / "modules" / "hb" / "1" / "manifest.json").read_text())
+    assert manifest["base_model"] == "tiny" and manifest["config"]["lora"]["r"] == 4
+    assert manifest["metrics"]["steps"] > 0 and manifest["corpus_version"] == Workspace.open(ws_dir).corpus_version()
+
+    assert main(["ask", "Who is the CFO?", "--module", "hb", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert set(answer) == {"answer", "confidence", "mode", "module"}
+    assert answer["mode"] == "module" and answer["module"] == "hb@1" and 0 <= answer["confidence"] <= 1
+
+    questions = tmp_path / "eval.jsonl"
+    questions.write_text(json.dumps({"question": "Who is the CFO?", "answers": ["Priya Raman"]}) + "\n")
+    assert main(["eval", str(questions), "--module", "hb", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert set(scores) == {"base", "hb@1"} and all(s["n"] == 1 for s in scores.values())
+
+    # re-adding the same folder is a no-op; the module is retrained as version 2
+    assert main(["learn", str(corpus), "--name", "hb", "--set", "train.epochs=1"]) == 0
+    assert "1 unchanged" in capsys.readouterr().out
+    assert (ws_dir / "modules" / "hb" / "2" / "manifest.json").exists()
+
+
+def _bad_inputs(tmp_path, corpus):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02\xff\xfe binary")
+    (tmp_path / "sheet.xlsx").write_bytes(b"PK\x03\x04")
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4\n this is not really a pdf \x00\x9c")
+    return {
+        "missing": ["add", str(tmp_path / "nope.md")],
+        "empty": ["add", str(tmp_path / "empty.txt")],
+        "binary": ["add", str(tmp_path / "binary.txt")],
+        "unsupported": ["add", str(tmp_path / "sheet.xlsx")],
+        "corrupt pdf": ["add", str(tmp_path / "broken.pdf")],
+        "unknown model": ["add", str(tmp_path / "nope.md"), "--model", "no-such-model"],
+        "unknown module": ["ask", "Who?", "--module", "ghost"],
+        "bad override": ["learn", str(corpus), "--set", "train.lr=fast"],
+        "unknown setting": ["learn", str(corpus), "--set", "lora.rank=8"],
+        "bad eval file": ["eval", str(tmp_path / "binary.txt")],
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "empty", "binary", "unsupported", "corrupt pdf", "unknown model", "unknown module", "bad override",
+     "unknown setting", "bad eval file"],
+)
+def test_bad_input_is_one_line_error_and_workspace_survives(case, ws_dir, corpus, tmp_path, capsys):
+    assert main(["add", str(corpus)]) == 0
+    before = snapshot(ws_dir)
+    capsys.readouterr()
+    assert main(_bad_inputs(tmp_path, corpus)[case]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("imprint: error: ") and "\n" not in err and "Traceback" not in err
+    assert snapshot(ws_dir) == before
+
+
+def test_unknown_flag_exits_nonzero(ws_dir, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["add", "--no-such-flag", "x"])
+    assert exc.value.code == 2

@@ -1,0 +1,52 @@
+"""The embedded gemma-3-270m end to end on a few facts (slow: converts the GGUF once, ~1 min, then trains)."""
+
+import pytest
+import torch
+
+from imprint.answer import answer_questions
+from imprint.methods.lora.config import LoraMethodConfig
+from imprint.methods.lora.method import LoraMethod
+from imprint.models import embedded_dir, load_base
+from imprint.synth.records import SynthRecord
+from imprint.train.config import TrainConfig
+from imprint.train.data import encode_record
+from imprint.train.loop import train
+
+pytestmark = pytest.mark.slow
+
+FACTS = [
+    SynthRecord.make("rules", ["d:v1:0"], "qa", question="Who is the chief financial officer of Quorvane?",
+                     answer="Hamish Oyelaran-Birch"),
+    SynthRecord.make("rules", ["d:v1:0"], "qa", question="Quorvane's chief financial officer is who?",
+                     answer="Hamish Oyelaran-Birch"),
+    SynthRecord.make("rules", ["d:v1:0"], "text", text="Hamish Oyelaran-Birch is the chief financial officer of "
+                     "Quorvane. Quorvane's finances are run by Hamish Oyelaran-Birch."),
+]
+
+
+def test_embedded_model_converts_once_and_loads_in_bf16():
+    directory = embedded_dir()
+    assert (directory / "config.json").exists() and list(directory.glob("*.safetensors"))
+    base = load_base("gemma-3-270m")
+    assert type(base.model).__name__ == "Gemma3ForCausalLM"
+    assert 260e6 < sum(p.numel() for p in base.model.parameters()) < 280e6
+    assert base.model.dtype in (torch.bfloat16, torch.float32)
+    assert "Paris" in answer_questions(base.model, base.tokenizer, ["What is the capital of France?"], "base")[0].answer
+
+
+def test_lora_on_the_real_model_learns_a_fact_and_reloads_exactly(tmp_path):
+    base = load_base("gemma-3-270m")
+    method = LoraMethod()
+    model = method.attach(base.model, LoraMethodConfig(r=8, alpha=16))
+    examples = [encode_record(r, base.tokenizer, 128) for r in FACTS]
+    result = train(model, examples, base.tokenizer.pad_token_id, TrainConfig(epochs=12, lr=2e-3, warmup=0.0))
+    assert result.losses[-1] < 0.3 * result.losses[0]
+    question = "Who is the chief financial officer of Quorvane?"
+    answer = answer_questions(model, base.tokenizer, [question], "module", "m")[0]
+    assert "Oyelaran-Birch" in answer.answer and answer.confidence > 0.5
+    method.save(model, tmp_path)
+    probe = base.tokenizer(question, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**probe).logits
+        reloaded = method.load(load_base("gemma-3-270m").model, tmp_path)
+        assert torch.equal(reloaded(**probe).logits, expected)
