@@ -22,6 +22,8 @@ class Bar:
             transient=False,
         )
         self.task = None
+        self.unit = unit
+        self._logged = -1  # last decile printed when the console is not a terminal (CI logs, pipes)
 
     def __enter__(self) -> Bar:
         self.progress.start()
@@ -31,6 +33,12 @@ class Bar:
     def update(self, done: int, total: int, **info) -> None:
         text = "  ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
         self.progress.update(self.task, completed=done, total=total, info=text)
+        console = self.progress.console
+        decile = done * 10 // max(1, total)
+        if not console.is_terminal and decile != self._logged:
+            self._logged = decile
+            elapsed = self.progress.tasks[0].elapsed or 0.0
+            console.print(f"{self.label}: {done}/{total} {self.unit}  {elapsed:.0f}s  {text}", highlight=False)
 
     def __exit__(self, *exc) -> None:
         self.progress.stop()

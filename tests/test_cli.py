@@ -79,8 +79,18 @@ def _bad_inputs(tmp_path, corpus):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "empty", "binary", "unsupported", "corrupt pdf", "unknown model", "unknown module", "bad override",
-     "unknown setting", "bad eval file"],
+    [
+        "missing",
+        "empty",
+        "binary",
+        "unsupported",
+        "corrupt pdf",
+        "unknown model",
+        "unknown module",
+        "bad override",
+        "unknown setting",
+        "bad eval file",
+    ],
 )
 def test_bad_input_is_one_line_error_and_workspace_survives(case, ws_dir, corpus, tmp_path, capsys):
     assert main(["add", str(corpus)]) == 0

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: float = field(default=3.0, metadata={"help": "passes over the synthetic set (fractions allowed)"})
+    epochs: float = field(default=5.0, metadata={"help": "passes over the synthetic set (fractions allowed)"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     warmup: float = field(default=0.05, metadata={"help": "fraction of steps with linear warm-up"})
