@@ -79,7 +79,7 @@ def cmd_train(args) -> None:
     from imprint import pipeline
 
     ws = _workspace(args)
-    datasets = args.data or [d["name"] if isinstance(d, dict) else d.name for d in ws.datasets()][-1:]
+    datasets = args.data or [d.name for d in ws.datasets()][-1:]
     if not datasets:
         raise ImprintError("no synthetic dataset yet: run `imprint synth` first")
     manifest = pipeline.train_module(ws, datasets, args.name, args.method, args.model, _overrides(args))
@@ -180,14 +180,7 @@ def card_id() -> str:
 def cmd_modules(args) -> None:
     table = Table("module", "method", "base model", "corpus", "created")
     for m in _workspace(args).modules():
-        get = m.get if isinstance(m, dict) else lambda k, m=m: getattr(m, k)
-        table.add_row(
-            f"{get('name')}@{get('version')}",
-            get("method"),
-            get("base_model"),
-            get("corpus_version"),
-            get("created_at"),
-        )
+        table.add_row(f"{m.name}@{m.version}", m.method, m.base_model, m.corpus_version, m.created_at)
     console.print(table)
 
 

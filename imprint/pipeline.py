@@ -145,14 +145,17 @@ def _ids_digest(ids: list[str]) -> str:
     return hashlib.sha1("\n".join(sorted(ids)).encode()).hexdigest()[:16]
 
 
+def module_entry(ws, spec: str):
+    """The registry entry of `name` (latest version) or `name@version`."""
+    name, _, version = spec.partition("@")
+    if version and not version.isdigit():
+        raise NotFoundError(f"bad module version in {spec!r}: use name@N")
+    return ws.get_module(name, int(version) if version else None)
+
+
 def load_module(ws, spec: str):
     """Load `name` or `name@version`: returns (model with the module attached, tokenizer, manifest)."""
-    name, _, version = spec.partition("@")
-    try:
-        entry = ws.get_module(name, int(version) if version else None)
-    except ValueError:
-        raise NotFoundError(f"bad module version in {spec!r}: use name@N") from None
-    directory = Path(entry["path"] if isinstance(entry, dict) else entry.path)
+    directory = Path(module_entry(ws, spec).path)
     manifest = json.loads((directory / "manifest.json").read_text())
     base = load_base(manifest["base_model"])
     model = registry.method(manifest["method"])().load(base.model, directory)

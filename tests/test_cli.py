@@ -71,27 +71,17 @@ def _bad_inputs(tmp_path, corpus):
         "corrupt pdf": ["add", str(tmp_path / "broken.pdf")],
         "unknown model": ["add", str(tmp_path / "nope.md"), "--model", "no-such-model"],
         "unknown module": ["ask", "Who?", "--module", "ghost"],
+        "bad module version": ["ask", "Who?", "--module", "ghost@latest"],
         "bad override": ["learn", str(corpus), "--set", "train.lr=fast"],
         "unknown setting": ["learn", str(corpus), "--set", "lora.rank=8"],
         "bad eval file": ["eval", str(tmp_path / "binary.txt")],
     }
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "missing",
-        "empty",
-        "binary",
-        "unsupported",
-        "corrupt pdf",
-        "unknown model",
-        "unknown module",
-        "bad override",
-        "unknown setting",
-        "bad eval file",
-    ],
-)
+@pytest.mark.parametrize("case", [
+    "missing", "empty", "binary", "unsupported", "corrupt pdf", "unknown model", "unknown module",
+    "bad module version", "bad override", "unknown setting", "bad eval file",
+])  # fmt: skip
 def test_bad_input_is_one_line_error_and_workspace_survives(case, ws_dir, corpus, tmp_path, capsys):
     assert main(["add", str(corpus)]) == 0
     before = snapshot(ws_dir)

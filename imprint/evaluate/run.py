@@ -91,14 +91,14 @@ def score_system(name: str, model, tokenizer, items: list[EvalItem], mode: str) 
 
 def evaluate(ws, eval_path: str | Path, modules: list[str], model: str = DEFAULT_MODEL, include_base: bool = True):
     """Score `base` and each module on the same questions; returns the scorecard dict."""
-    from imprint.pipeline import load_module
+    from imprint.pipeline import load_module, module_entry
 
     items = load_eval_set(eval_path)
     systems = []
     if include_base:
         base_name = model
         if modules:  # compare against the base the modules were trained on
-            base_name = json.loads((Path(_module_path(ws, modules[0])) / "manifest.json").read_text())["base_model"]
+            base_name = module_entry(ws, modules[0]).base_model
         base = load_base(base_name)
         systems.append(score_system("base", base.model, base.tokenizer, items, "base"))
         del base
@@ -110,9 +110,3 @@ def evaluate(ws, eval_path: str | Path, modules: list[str], model: str = DEFAULT
         result["module_bytes"] = manifest.get("module_bytes")
         systems.append(result)
     return {"eval_set": str(eval_path), "n_questions": len(items), "systems": systems}
-
-
-def _module_path(ws, spec: str) -> str:
-    name, _, version = spec.partition("@")
-    entry = ws.get_module(name, int(version) if version else None)
-    return entry["path"] if isinstance(entry, dict) else entry.path
