@@ -82,7 +82,9 @@ def cmd_train(args) -> None:
     datasets = args.data or [d.name for d in ws.datasets()][-1:]
     if not datasets:
         raise ImprintError("no synthetic dataset yet: run `imprint synth` first")
-    manifest = pipeline.train_module(ws, datasets, args.name, args.method, args.model, _overrides(args))
+    manifest = pipeline.train_module(
+        ws, datasets, args.name, args.method, args.model, _overrides(args), resume=args.resume
+    )
     _print_module(manifest)
 
 
@@ -112,7 +114,9 @@ def cmd_learn(args) -> None:
     )
     data = pipeline.synth(ws, args.strategy, f"{args.name}-{args.strategy}", synth_overrides)
     console.print(f"synth: {data['n_records']} records ({data['by_kind']['qa']} question-answer)")
-    manifest = pipeline.train_module(ws, [data["name"]], args.name, args.method, args.model, train_overrides)
+    manifest = pipeline.train_module(
+        ws, [data["name"]], args.name, args.method, args.model, train_overrides, resume=args.resume
+    )
     _print_module(manifest)
 
 
@@ -224,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="append", help="dataset name (repeatable; default: the latest)")
     p.add_argument("--method", default="lora")
     p.add_argument("--name", default="default", help="module name")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     model_flag(p)
     config_flags(p)
     p.set_defaults(func=cmd_train)
@@ -233,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="default", help="module name")
     p.add_argument("--strategy", default="rules")
     p.add_argument("--method", default="lora")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
     model_flag(p)
     config_flags(p)
     p.set_defaults(func=cmd_learn)

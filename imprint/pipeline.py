@@ -12,6 +12,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import torch
+
 from imprint import __version__, registry
 from imprint.config import build, check_sections
 from imprint.errors import ImprintError, NotFoundError
@@ -91,8 +93,12 @@ def train_module(
     method: str = "lora",
     model: str = DEFAULT_MODEL,
     overrides: dict | None = None,
+    resume: bool = False,
 ) -> dict:
-    """Train a module of `method` on the named datasets and register it as the next version of `name`."""
+    """Train a module of `method` on the named datasets and register it as the next version of `name`.
+
+    Progress is checkpointed under `runs/<name>/`; `resume=True` continues an interrupted run from there.
+    """
     from imprint.train.data import encode_record
     from imprint.train.loop import train
 
@@ -105,7 +111,9 @@ def train_module(
         raise ImprintError(f"datasets {', '.join(datasets)} hold no records")
     base = load_base(model)
     examples = [encode_record(r, base.tokenizer, train_config.max_len) for r in records]
+    torch.manual_seed(train_config.seed)  # adapter initialisation is part of the run: seed it like the rest
     trainable = method_impl.attach(base.model, method_config)
+    checkpoint = ws.root / "runs" / name / "checkpoint.pt"
     with Bar("train", unit="steps") as bar:
         result = train(
             trainable,
@@ -113,6 +121,8 @@ def train_module(
             base.tokenizer.pad_token_id,
             train_config,
             progress=lambda done, total, info: bar.update(done, total, **info),
+            checkpoint=checkpoint,
+            resume=resume,
         )
     version = ws.next_module_version(name)
     directory = ws.module_dir(name, version)
@@ -136,6 +146,7 @@ def train_module(
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
     ws.register_module(name, version, method, base.name, str(directory), manifest["corpus_version"], manifest)
+    checkpoint.unlink(missing_ok=True)  # the module is saved: the run is complete
     return manifest
 
 

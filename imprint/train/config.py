@@ -17,6 +17,7 @@ class TrainConfig:
     max_len: int = field(default=384, metadata={"help": "longer examples are truncated to this many tokens"})
     clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping"})
     loss_chunk: int = field(default=256, metadata={"help": "positions per block of the vocabulary projection"})
+    checkpoint_every: int = field(default=20, metadata={"help": "save a resumable checkpoint every N steps (0: never)"})
     seed: int = field(default=0, metadata={"help": "seed for init, shuffling and dropout"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = all cores)"})
 
@@ -25,5 +26,7 @@ class TrainConfig:
             raise ValueError("epochs and lr must be positive")
         if not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("warmup must be in [0, 1) and min_lr_ratio in [0, 1]")
+        if self.checkpoint_every < 0:
+            raise ValueError("checkpoint_every must be >= 0")
         if self.batch_tokens < 16 or self.grad_accum < 1 or self.max_len < 8 or self.loss_chunk < 1:
             raise ValueError("batch_tokens >= 16, grad_accum >= 1, max_len >= 8 and loss_chunk >= 1 are required")

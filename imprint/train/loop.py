@@ -6,13 +6,19 @@ keeps adapters in fp32), AdamW with linear warm-up and cosine decay, gradient ac
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from imprint.errors import ImprintError
 from imprint.train.config import TrainConfig
 from imprint.train.data import Example, make_batches
 from imprint.train.loss import causal_lm_loss
@@ -25,6 +31,7 @@ class TrainResult:
     trained_tokens: int = 0
     wall_s: float = 0.0
     losses: list[float] = field(default_factory=list)
+    resumed_from: int | None = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -41,6 +48,7 @@ class TrainResult:
             "loss_first": round(sum(self.losses[:k]) / k, 4) if self.losses else None,
             "loss_last": round(sum(self.losses[-k:]) / k, 4) if self.losses else None,
             "loss_curve": [round(x, 4) for x in self.losses],
+            "resumed_from": self.resumed_from,
         }
 
 
@@ -53,8 +61,50 @@ def lr_at(step: int, total: int, config: TrainConfig) -> float:
     return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def train(model: torch.nn.Module, examples: list[Example], pad_id: int, config: TrainConfig, progress=None):
-    """Train the model's trainable parameters on `examples`; returns a TrainResult. `progress(done, total, info)`."""
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, result: TrainResult, fingerprint: str) -> None:
+    """Trainable weights, optimizer moments, RNG and counters, written atomically (a kill mid-write is harmless)."""
+    state = {
+        "fingerprint": fingerprint,
+        "step": result.steps,
+        "trainable": {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "result": dataclasses.asdict(result),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, fingerprint: str) -> TrainResult:
+    state = torch.load(path, weights_only=False)
+    if state["fingerprint"] != fingerprint:
+        raise ImprintError(f"checkpoint {path} was made with other data or settings; remove it or drop --resume")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state["trainable"].items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    return TrainResult(**state["result"])
+
+
+def train(
+    model: torch.nn.Module,
+    examples: list[Example],
+    pad_id: int,
+    config: TrainConfig,
+    progress=None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+):
+    """Train the model's trainable parameters on `examples`; returns a TrainResult.
+
+    `progress(done, total, info)` is called after each step. With `checkpoint`, state is saved there every
+    `config.checkpoint_every` steps; `resume=True` continues from it, replaying the same batch order (the plan
+    is a pure function of the seed), so a killed run ends exactly as an uninterrupted one.
+    """
     if not examples:
         raise ValueError("no training examples")
     if config.threads:
@@ -67,10 +117,14 @@ def train(model: torch.nn.Module, examples: list[Example], pad_id: int, config: 
     plan = [make_batches(examples, config.batch_tokens, pad_id, rng) for _ in range(epochs)]
     batches = [b for epoch in plan for b in epoch][: max(1, round(len(plan[0]) * config.epochs))]
     total_steps = math.ceil(len(batches) / config.grad_accum)
+    fingerprint = _fingerprint(examples, config)
     result = TrainResult()
+    if resume and checkpoint and checkpoint.exists():
+        result = load_checkpoint(checkpoint, model, optimizer, fingerprint)
+        result.resumed_from = result.steps
     model.train()
-    start = time.perf_counter()
-    for step in range(total_steps):
+    start = time.perf_counter() - result.wall_s
+    for step in range(result.steps, total_steps):
         micro = batches[step * config.grad_accum : (step + 1) * config.grad_accum]
         n_labels = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
         step_loss = 0.0
@@ -88,7 +142,16 @@ def train(model: torch.nn.Module, examples: list[Example], pad_id: int, config: 
         result.steps = step + 1
         result.losses.append(step_loss)
         result.wall_s = time.perf_counter() - start
+        if checkpoint and config.checkpoint_every and result.steps % config.checkpoint_every == 0:
+            save_checkpoint(checkpoint, model, optimizer, result, fingerprint)
         if progress:
             progress(step + 1, total_steps, {"loss": step_loss, "tok/s": result.tokens_per_s})
     model.eval()
     return result
+
+
+def _fingerprint(examples: list[Example], config: TrainConfig) -> str:
+    digest = hashlib.sha1(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
+    for e in examples:
+        digest.update(e.record_id.encode())
+    return digest.hexdigest()[:16]
