@@ -109,9 +109,8 @@ def main() -> None:
     print(f"\nbf16 matmul peak measured: {peak / 1e9:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
     print(f"{'loop':<26}{'tokens':>8}{'wall s':>9}{'tokens/s':>10}{'MFU':>8}")
     for r in rows:
-        print(
-            f"{r['loop']:<26}{r['tokens']:>8}{r['wall_s']:>9.1f}{r['tokens_per_s']:>10.1f}{r['flops_per_s'] / peak:>8.1%}"
-        )
+        mfu = r["flops_per_s"] / peak
+        print(f"{r['loop']:<26}{r['tokens']:>8}{r['wall_s']:>9.1f}{r['tokens_per_s']:>10.1f}{mfu:>8.1%}")
     print(f"speed-up imprint / plain: {rows[1]['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}x")
 
 

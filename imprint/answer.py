@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from imprint.models import preferred_dtype
 from imprint.prompts import qa_prompt
 
 
@@ -46,6 +47,7 @@ def answer_questions(
 ) -> list[Answer]:
     """Greedy answers for a list of questions, batched with left padding."""
     model.eval()
+    device = next(model.parameters()).device
     answers: list[Answer] = []
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -55,16 +57,17 @@ def answer_questions(
         for start in range(0, len(questions), batch_size):
             chunk = questions[start : start + batch_size]
             t0 = time.perf_counter()
-            enc = tokenizer([qa_prompt(q) for q in chunk], return_tensors="pt", padding=True)
-            out = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=stop_ids,
-                pad_token_id=tokenizer.pad_token_id,
-                output_scores=True,
-                return_dict_in_generate=True,
-            )
+            enc = tokenizer([qa_prompt(q) for q in chunk], return_tensors="pt", padding=True).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=preferred_dtype() == torch.bfloat16):
+                out = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=stop_ids,
+                    pad_token_id=tokenizer.pad_token_id,
+                    output_scores=True,
+                    return_dict_in_generate=True,
+                )
             new = out.sequences[:, enc["input_ids"].shape[1] :]
             logprobs = torch.stack(out.scores, dim=1).float().log_softmax(-1)
             token_lp = logprobs.gather(-1, new.unsqueeze(-1)).squeeze(-1)

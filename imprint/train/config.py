@@ -18,6 +18,7 @@ class TrainConfig:
     clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping"})
     loss_chunk: int = field(default=256, metadata={"help": "positions per block of the vocabulary projection"})
     checkpoint_every: int = field(default=20, metadata={"help": "save a resumable checkpoint every N steps (0: never)"})
+    autocast: bool = field(default=True, metadata={"help": "compute in bf16 where the hardware has it (AMX, CUDA)"})
     seed: int = field(default=0, metadata={"help": "seed for init, shuffling and dropout"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = all cores)"})
 

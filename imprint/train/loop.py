@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from imprint.errors import ImprintError
+from imprint.models import preferred_dtype
 from imprint.train.config import TrainConfig
 from imprint.train.data import Example, make_batches
 from imprint.train.loss import causal_lm_loss
@@ -122,6 +123,8 @@ def train(
     if resume and checkpoint and checkpoint.exists():
         result = load_checkpoint(checkpoint, model, optimizer, fingerprint)
         result.resumed_from = result.steps
+    device = next(model.parameters()).device
+    use_autocast = config.autocast and preferred_dtype() == torch.bfloat16
     model.train()
     start = time.perf_counter() - result.wall_s
     for step in range(result.steps, total_steps):
@@ -129,7 +132,9 @@ def train(
         n_labels = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
         step_loss = 0.0
         for batch in micro:
-            loss, n = causal_lm_loss(model, batch, config.loss_chunk)
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
+                loss, n = causal_lm_loss(model, batch, config.loss_chunk)
             (loss * (n / max(1, n_labels))).backward()  # weight micro-batches by their labelled positions
             step_loss += loss.item() * n / max(1, n_labels)
             result.tokens += batch["n_tokens"]

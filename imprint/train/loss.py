@@ -115,7 +115,7 @@ def causal_lm_loss(model: torch.nn.Module, batch: dict, chunk: int = 256, compil
     n = int(keep.sum())
     if n == 0:
         return hidden.sum() * 0.0, 0
-    weight = base.get_output_embeddings().weight
+    weight = base.get_output_embeddings().weight.to(hidden.dtype)  # fp32 master weights under bf16 autocast
     softcap = getattr(base.config, "final_logit_softcapping", None)
     total = blockwise_cross_entropy(hidden[:, :-1][keep], weight, labels[keep], chunk, softcap, compile)
     return total / n, n

@@ -1,0 +1,1 @@
+"""Full fine-tuning: every weight of the base trains (embeddings optionally frozen)."""

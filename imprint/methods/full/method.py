@@ -1,0 +1,71 @@
+"""Full fine-tuning. Trainable weights are kept in fp32 (bf16 cannot hold small AdamW updates) while the loop
+computes in bf16 under autocast; the module file holds only the trained tensors, in fp32, so loading it on a
+fresh base reproduces the trained model's logits exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from imprint.errors import ImprintError
+from imprint.methods.full.config import FullMethodConfig
+
+WEIGHTS = "full_weights.safetensors"
+CONFIG = "full_config.json"
+
+
+def _embedding_ids(model: torch.nn.Module) -> set[int]:
+    ids = {id(model.get_input_embeddings().weight)}
+    out = model.get_output_embeddings()
+    if out is not None:
+        ids.add(id(out.weight))
+    return ids
+
+
+def _trainable_names(model: torch.nn.Module, config: FullMethodConfig) -> list[str]:
+    frozen = _embedding_ids(model) if config.freeze_embeddings else set()
+    return [name for name, p in model.named_parameters() if id(p) not in frozen]
+
+
+def _to_fp32(model: torch.nn.Module, names: list[str]) -> None:
+    params = dict(model.named_parameters())
+    for name in names:
+        p = params[name]
+        if p.dtype != torch.float32 and p.dtype != torch.float64:
+            p.data = p.data.float()
+
+
+class FullMethod:
+    name = "full"
+    config_class = FullMethodConfig
+
+    def attach(self, model: torch.nn.Module, config: FullMethodConfig) -> torch.nn.Module:
+        names = set(_trainable_names(model, config))
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in names)
+        _to_fp32(model, sorted(names))
+        model.imprint_full_config = config
+        return model
+
+    def save(self, model: torch.nn.Module, directory: Path) -> list[str]:
+        directory.mkdir(parents=True, exist_ok=True)
+        trained = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(trained, str(directory / WEIGHTS))
+        (directory / CONFIG).write_text(json.dumps({"tensors": sorted(trained)}, indent=2))
+        return [CONFIG, WEIGHTS]
+
+    def load(self, model: torch.nn.Module, directory: Path) -> torch.nn.Module:
+        tensors = load_file(str(directory / WEIGHTS))
+        params = dict(model.named_parameters())
+        missing = sorted(set(tensors) - set(params))
+        if missing:
+            raise ImprintError(f"module {directory} does not fit this base model (no parameter {missing[0]})")
+        with torch.no_grad():
+            for name, value in tensors.items():
+                params[name].data = value.to(params[name].device)
+        model.eval()
+        return model

@@ -1,0 +1,65 @@
+"""Every registered method, the same contract: attach -> train a few steps -> loss drops -> save -> load on a
+fresh base gives identical logits -> the CLI answers with it."""
+
+import json
+
+import pytest
+import torch
+
+from imprint import registry
+from imprint.cli import main
+from imprint.synth.records import SynthRecord
+from imprint.testing import tiny_lm
+from imprint.train.config import TrainConfig
+from imprint.train.data import encode_record
+from imprint.train.loop import train
+
+RECORDS = [
+    SynthRecord.make("rules", ["d:v1:0"], "qa", question="Who leads finance?", answer="Priya Raman"),
+    SynthRecord.make("rules", ["d:v1:0"], "qa", question="How many leave days?", answer="27 days"),
+    SynthRecord.make("rules", ["d:v1:0"], "text", text="Priya Raman has served as chief financial officer."),
+]
+SETTINGS = {"lora": {"r": 8, "alpha": 16}, "full": {"freeze_embeddings": True}}
+LR = {"lora": 3e-2, "full": 3e-3}
+
+
+def test_every_registered_method_is_covered():
+    assert set(registry.METHODS) == set(SETTINGS)
+
+
+@pytest.mark.parametrize("name", sorted(registry.METHODS))
+def test_method_contract(name, tmp_path):
+    method = registry.method(name)()
+    model, tok = tiny_lm()
+    trainable = method.attach(model, method.config_class(**SETTINGS[name]))
+    examples = [encode_record(r, tok, 256) for r in RECORDS]
+    result = train(trainable, examples, tok.pad_token_id, TrainConfig(epochs=40, lr=LR[name], batch_tokens=256))
+    assert result.losses[-1] < 0.5 * result.losses[0]
+    files = method.save(trainable, tmp_path)
+    assert files and all((tmp_path / f).exists() for f in files)
+    probe = torch.tensor([encode_record(RECORDS[0], tok, 256).input_ids])
+    with torch.no_grad():
+        expected = trainable(input_ids=probe).logits
+        loaded = method.load(tiny_lm()[0], tmp_path)
+        assert torch.equal(loaded(input_ids=probe).logits, expected)
+        assert not torch.equal(tiny_lm()[0](input_ids=probe).logits, expected)
+
+
+@pytest.mark.parametrize("name", sorted(registry.METHODS))
+def test_method_through_the_cli(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("IMPRINT_HOME", str(tmp_path / "ws"))
+    monkeypatch.setenv("IMPRINT_MODEL", "tiny")
+    (tmp_path / "a.md").write_text("Priya Raman has served as chief financial officer since March 2019.")
+    assert main(["learn", str(tmp_path / "a.md"), "--method", name, "--name", name, "--set", "train.epochs=2"]) == 0
+    capsys.readouterr()
+    assert main(["ask", "Who is the CFO?", "--module", name, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["module"] == f"{name}@1"
+
+
+def test_full_method_freezes_embeddings_only_when_asked():
+    method = registry.method("full")()
+    frozen = method.attach(tiny_lm()[0], method.config_class(freeze_embeddings=True))
+    assert not frozen.get_input_embeddings().weight.requires_grad
+    assert all(p.requires_grad for n, p in frozen.named_parameters() if "embed" not in n)
+    everything = method.attach(tiny_lm()[0], method.config_class(freeze_embeddings=False))
+    assert all(p.requires_grad for p in everything.parameters())
