@@ -112,7 +112,8 @@ def train_module(
     base = load_base(model)
     examples = [encode_record(r, base.tokenizer, train_config.max_len) for r in records]
     torch.manual_seed(train_config.seed)  # adapter initialisation is part of the run: seed it like the rest
-    trainable = method_impl.attach(base.model, method_config)
+    corpus_text = "\n\n".join(c.text for c in ws.chunks())
+    trainable = method_impl.attach(base.model, method_config, tokenizer=base.tokenizer, corpus_text=corpus_text)
     checkpoint = ws.root / "runs" / name / "checkpoint.pt"
     with Bar("train", unit="steps") as bar:
         result = train(

@@ -16,6 +16,7 @@ STRATEGIES: dict[str, str] = {
 METHODS: dict[str, str] = {
     "lora": "imprint.methods.lora.method:LoraMethod",
     "full": "imprint.methods.full.method:FullMethod",
+    "prefix": "imprint.methods.prefix.method:PrefixMethod",
 }
 
 

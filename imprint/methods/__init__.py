@@ -1,7 +1,8 @@
 """Ways of writing knowledge into a frozen base model. One folder per method, registered in `imprint.registry`.
 
-A method is any object with this shape (a Protocol, not a base class): `attach` makes the trainable model,
-`save` writes the module's files, `load` puts a saved module back on a base model.
+A method is any object with this shape (a Protocol, not a base class): `attach` makes the trainable model
+(it may use the tokenizer and the corpus text, e.g. to initialise a KV prefix from the corpus), `save` writes
+the module's files, `load` puts a saved module back on a freshly loaded base model.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import torch
 class Method(Protocol):
     name: str
 
-    def attach(self, model: torch.nn.Module, config) -> torch.nn.Module: ...
+    config_class: type
+
+    def attach(self, model: torch.nn.Module, config, tokenizer=None, corpus_text: str = "") -> torch.nn.Module: ...
 
     def save(self, model: torch.nn.Module, directory: Path) -> list[str]: ...
 

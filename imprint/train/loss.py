@@ -109,7 +109,12 @@ def blockwise_cross_entropy(
 def causal_lm_loss(model: torch.nn.Module, batch: dict, chunk: int = 256, compile: bool | None = None):
     """Mean next-token cross-entropy over labelled positions, and how many positions that was."""
     base = _unwrap(model)
-    hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    if hasattr(model, "decoder_hidden"):  # methods that change the inputs (a trained KV prefix) say how
+        hidden = model.decoder_hidden(batch["input_ids"], batch["attention_mask"])
+    else:
+        hidden = base.get_decoder()(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
     n = int(keep.sum())

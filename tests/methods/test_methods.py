@@ -19,8 +19,8 @@ RECORDS = [
     SynthRecord.make("rules", ["d:v1:0"], "qa", question="How many leave days?", answer="27 days"),
     SynthRecord.make("rules", ["d:v1:0"], "text", text="Priya Raman has served as chief financial officer."),
 ]
-SETTINGS = {"lora": {"r": 8, "alpha": 16}, "full": {"freeze_embeddings": True}}
-LR = {"lora": 3e-2, "full": 3e-3}
+SETTINGS = {"lora": {"r": 8, "alpha": 16}, "full": {"freeze_embeddings": True}, "prefix": {"n_tokens": 16}}
+LR = {"lora": 3e-2, "full": 3e-3, "prefix": 3e-1}
 
 
 def test_every_registered_method_is_covered():
@@ -31,7 +31,7 @@ def test_every_registered_method_is_covered():
 def test_method_contract(name, tmp_path):
     method = registry.method(name)()
     model, tok = tiny_lm()
-    trainable = method.attach(model, method.config_class(**SETTINGS[name]))
+    trainable = method.attach(model, method.config_class(**SETTINGS[name]), tok, "Priya Raman leads finance.")
     examples = [encode_record(r, tok, 256) for r in RECORDS]
     result = train(trainable, examples, tok.pad_token_id, TrainConfig(epochs=40, lr=LR[name], batch_tokens=256))
     assert result.losses[-1] < 0.5 * result.losses[0]

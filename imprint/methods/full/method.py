@@ -43,7 +43,7 @@ class FullMethod:
     name = "full"
     config_class = FullMethodConfig
 
-    def attach(self, model: torch.nn.Module, config: FullMethodConfig) -> torch.nn.Module:
+    def attach(self, model: torch.nn.Module, config: FullMethodConfig, tokenizer=None, corpus_text: str = ""):
         names = set(_trainable_names(model, config))
         for name, p in model.named_parameters():
             p.requires_grad_(name in names)

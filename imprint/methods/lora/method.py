@@ -13,7 +13,7 @@ class LoraMethod:
     name = "lora"
     config_class = LoraMethodConfig
 
-    def attach(self, model: torch.nn.Module, config: LoraMethodConfig) -> torch.nn.Module:
+    def attach(self, model: torch.nn.Module, config: LoraMethodConfig, tokenizer=None, corpus_text: str = ""):
         from peft import LoraConfig, get_peft_model
 
         targets = config.target_modules
