@@ -73,7 +73,10 @@ def resolve_train_configs(method: str, overrides: dict | None = None):
     check_sections(overrides, {"train", method})
     method_impl = registry.method(method)()
     method_config = build(method_impl.config_class, method, overrides.get(method, {}))
-    return method_impl, method_config, build(TrainConfig, "train", overrides.get("train", {}))
+    train_config = build(TrainConfig, "train", overrides.get("train", {}))
+    if train_config.replay_corpus and not Path(train_config.replay_corpus).exists():
+        raise ImprintError(f"replay corpus {train_config.replay_corpus} does not exist")
+    return method_impl, method_config, train_config
 
 
 def resolve_synth_config(strategy: str, overrides: dict | None = None):
@@ -110,6 +113,12 @@ def train_module(
     if not records:
         raise ImprintError(f"datasets {', '.join(datasets)} hold no records")
     base = load_base(model)
+    n_corpus_records = len(records)
+    if train_config.replay > 0:
+        from imprint.train.replay import corpus_replay, mix_replay, self_replay
+
+        pool = corpus_replay(train_config.replay_corpus) if train_config.replay_corpus else self_replay(base)
+        records = mix_replay(records, pool, train_config.replay, train_config.seed)
     examples = [encode_record(r, base.tokenizer, train_config.max_len) for r in records]
     torch.manual_seed(train_config.seed)  # adapter initialisation is part of the run: seed it like the rest
     corpus_text = "\n\n".join(c.text for c in ws.chunks())
@@ -136,7 +145,8 @@ def train_module(
         "base_model": base.name,
         "corpus_version": ws.corpus_version(),
         "datasets": datasets,
-        "n_records": len(records),
+        "n_records": n_corpus_records,
+        "n_replay_records": len(records) - n_corpus_records,
         "data_ids_sha": _ids_digest([r.id for r in records]),
         "config": {"train": dataclasses.asdict(train_config), method: dataclasses.asdict(method_config)},
         "metrics": result.summary(),

@@ -17,6 +17,7 @@ CORPUS = (
 def ws_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("IMPRINT_HOME", str(tmp_path / "ws"))
     monkeypatch.setenv("IMPRINT_MODEL", "tiny")
+    monkeypatch.setenv("IMPRINT_CACHE", str(tmp_path / "cache"))
     return tmp_path / "ws"
 
 
@@ -52,10 +53,11 @@ def test_learn_then_ask_and_eval_on_tiny(ws_dir, corpus, tmp_path, capsys):
     scores = json.loads(capsys.readouterr().out)
     assert set(scores) == {"base", "hb@1"} and all(s["n"] == 1 for s in scores.values())
 
-    # re-adding the same folder is a no-op; the module is retrained as version 2
-    assert main(["learn", str(corpus), "--name", "hb", "--set", "train.epochs=1"]) == 0
+    # re-adding the same folder is a no-op; the module is retrained as version 2, here with self-replay
+    assert main(["learn", str(corpus), "--name", "hb", "--set", "train.epochs=1", "--set", "train.replay=0.5"]) == 0
     assert "1 unchanged" in capsys.readouterr().out
-    assert (ws_dir / "modules" / "hb" / "2" / "manifest.json").exists()
+    second = json.loads((ws_dir / "modules" / "hb" / "2" / "manifest.json").read_text())
+    assert second["n_replay_records"] == second["n_records"] > 0
 
 
 def _bad_inputs(tmp_path, corpus):
@@ -73,6 +75,14 @@ def _bad_inputs(tmp_path, corpus):
         "unknown module": ["ask", "Who?", "--module", "ghost"],
         "bad module version": ["ask", "Who?", "--module", "ghost@latest"],
         "bad override": ["learn", str(corpus), "--set", "train.lr=fast"],
+        "missing replay corpus": [
+            "learn",
+            str(corpus),
+            "--set",
+            "train.replay=0.1",
+            "--set",
+            "train.replay_corpus=/no",
+        ],
         "unknown setting": ["learn", str(corpus), "--set", "lora.rank=8"],
         "bad eval file": ["eval", str(tmp_path / "binary.txt")],
     }
@@ -80,7 +90,7 @@ def _bad_inputs(tmp_path, corpus):
 
 @pytest.mark.parametrize("case", [
     "missing", "empty", "binary", "unsupported", "corrupt pdf", "unknown model", "unknown module",
-    "bad module version", "bad override", "unknown setting", "bad eval file",
+    "bad module version", "bad override", "missing replay corpus", "unknown setting", "bad eval file",
 ])  # fmt: skip
 def test_bad_input_is_one_line_error_and_workspace_survives(case, ws_dir, corpus, tmp_path, capsys):
     assert main(["add", str(corpus)]) == 0

@@ -18,6 +18,12 @@ class TrainConfig:
     clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping"})
     loss_chunk: int = field(default=256, metadata={"help": "positions per block of the vocabulary projection"})
     checkpoint_every: int = field(default=20, metadata={"help": "save a resumable checkpoint every N steps (0: never)"})
+    replay: float = field(
+        default=0.0, metadata={"help": "fraction of training examples that are general text, against forgetting"}
+    )
+    replay_corpus: str = field(
+        default="", metadata={"help": "file or folder of general text for replay (default: the base's own samples)"}
+    )
     autocast: bool = field(default=True, metadata={"help": "compute in bf16 where the hardware has it (AMX, CUDA)"})
     seed: int = field(default=0, metadata={"help": "seed for init, shuffling and dropout"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = all cores)"})
@@ -27,6 +33,8 @@ class TrainConfig:
             raise ValueError("epochs and lr must be positive")
         if not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("warmup must be in [0, 1) and min_lr_ratio in [0, 1]")
+        if not 0 <= self.replay < 1:
+            raise ValueError(f"replay must be in [0, 1), got {self.replay}")
         if self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must be >= 0")
         if self.batch_tokens < 16 or self.grad_accum < 1 or self.max_len < 8 or self.loss_chunk < 1:

@@ -57,3 +57,17 @@ def test_blockwise_loss_gradients_match_autograd():
         for compiled in (False, True):
             fn = lambda h, w, s=softcap, c=compiled: blockwise_cross_entropy(h, w, targets, 3, s, compile=c)  # noqa: E731
             assert torch.autograd.gradcheck(fn, (hidden, weight))
+
+
+def test_replay_mixes_the_requested_fraction_from_the_base_models_own_samples(tmp_path, monkeypatch):
+    from imprint.models import load_base
+    from imprint.train.replay import mix_replay, self_replay
+
+    monkeypatch.setenv("IMPRINT_CACHE", str(tmp_path))
+    base = load_base("tiny")
+    pool = self_replay(base, n_samples=6, max_new_tokens=8)
+    assert len(pool) == 6 and all(r.kind == "text" and r.strategy == "replay" for r in pool)
+    assert [r.id for r in self_replay(base, n_samples=6, max_new_tokens=8)] == [r.id for r in pool]  # cached
+    mixed = mix_replay(RECORDS * 6, pool, 0.25, seed=0)
+    assert len(mixed) == 24 and sum(r.strategy == "replay" for r in mixed) == 6
+    assert mix_replay(RECORDS, pool, 0.0, seed=0) == RECORDS

@@ -1,0 +1,132 @@
+"""Replay against forgetting: general text mixed into training so the module does not overwrite what the base knew.
+
+With no external data offline, the default replay set is the base model's own continuations of varied,
+general prompts (sampled once per base model and cached): training on them pulls the adapted model back
+towards the base distribution where the corpus says nothing. A user may point `train.replay_corpus` at their
+own general text (a file or folder of .txt/.md/.html/.pdf) instead.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import torch
+
+from imprint.synth.records import SynthRecord
+
+PROMPTS = [
+    "The history of the Roman Empire",
+    "Photosynthesis is the process",
+    "In mathematics, a prime number",
+    "The recipe calls for",
+    "Mount Everest is",
+    "Water boils at",
+    "The French Revolution began",
+    "A computer program is",
+    "The human heart",
+    "Shakespeare wrote",
+    "The capital of Japan",
+    "Electricity is",
+    "The first step in learning a language",
+    "Jupiter is the largest",
+    "The Amazon rainforest",
+    "A good night's sleep",
+    "The theory of evolution",
+    "In economics, inflation",
+    "The Great Wall of China",
+    "Vaccines work by",
+    "The Pacific Ocean",
+    "A haiku is a form of",
+    "The printing press",
+    "Gravity is the force",
+    "Question: What is the boiling point of water?\nAnswer:",
+    "Question: Who painted the Mona Lisa?\nAnswer:",
+    "Question: How many continents are there?\nAnswer:",
+    "Question: What gas do plants absorb?\nAnswer:",
+    "Dear Sir or Madam,",
+    "Once upon a time",
+    "The weather today",
+    "def add(a, b):",
+    "Chapter 1\n\n",
+    "The Industrial Revolution",
+    "DNA carries",
+    "The Olympic Games",
+    "Volcanoes form when",
+    "The moon orbits",
+    "Music theory describes",
+    "A balanced diet includes",
+]
+
+
+def _cache_file(model_name: str, n_samples: int, max_new_tokens: int, seed: int) -> Path:
+    from imprint.models import cache_root
+
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("_")[-80:]
+    return cache_root() / "replay" / f"{safe}-n{n_samples}-t{max_new_tokens}-s{seed}.jsonl"
+
+
+@torch.inference_mode()
+def self_replay(base, n_samples: int = 64, max_new_tokens: int = 96, seed: int = 0) -> list[SynthRecord]:
+    """The base model's own samples on general prompts, cached per base model and settings."""
+    path = _cache_file(base.name, n_samples, max_new_tokens, seed)
+    if path.exists():
+        return [SynthRecord.from_json(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    tokenizer, model = base.tokenizer, base.model
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n_samples)]
+    records = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        torch.manual_seed(seed)
+        for start in range(0, n_samples, 16):
+            batch = prompts[start : start + 16]
+            enc = tokenizer(batch, return_tensors="pt", padding=True).to(model.device)
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                temperature=0.8,
+                top_p=0.95,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            for prompt, row in zip(batch, out, strict=True):
+                text = prompt + tokenizer.decode(row[enc["input_ids"].shape[1] :], skip_special_tokens=True)
+                records.append(SynthRecord.make("replay", [], "text", generator=f"self:{base.name}", text=text))
+    finally:
+        tokenizer.padding_side = side
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
+    tmp.replace(path)
+    return records
+
+
+def corpus_replay(path: str | Path) -> list[SynthRecord]:
+    """A user's general text as replay records, one per paragraph block of ~1,500 characters."""
+    from imprint.ingest import collect_files, read_file
+
+    files, _ = collect_files([Path(path)])
+    records = []
+    for file in files:
+        _, text = read_file(file)
+        block = ""
+        for para in text.split("\n\n"):
+            block = f"{block}\n\n{para}".strip()
+            if len(block) >= 1500:
+                records.append(SynthRecord.make("replay", [], "text", generator=f"file:{file.name}", text=block))
+                block = ""
+        if block:
+            records.append(SynthRecord.make("replay", [], "text", generator=f"file:{file.name}", text=block))
+    return records
+
+
+def mix_replay(records: list[SynthRecord], pool: list[SynthRecord], fraction: float, seed: int) -> list[SynthRecord]:
+    """Add replay records so they make up `fraction` of the result (sampled with repetition if the pool is small)."""
+    if fraction <= 0 or not pool:
+        return records
+    n = round(len(records) * fraction / (1 - fraction))
+    rng = random.Random(seed)
+    picked = [pool[i % len(pool)] for i in rng.sample(range(max(n, len(pool))), n)] if n else []
+    return records + picked
