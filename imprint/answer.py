@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from imprint.models import preferred_dtype
+from imprint.models import wants_autocast
 from imprint.prompts import qa_prompt
 
 
@@ -58,7 +58,7 @@ def answer_questions(
             chunk = questions[start : start + batch_size]
             t0 = time.perf_counter()
             enc = tokenizer([qa_prompt(q) for q in chunk], return_tensors="pt", padding=True).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=preferred_dtype() == torch.bfloat16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=wants_autocast(model)):
                 out = model.generate(
                     **enc,
                     max_new_tokens=max_new_tokens,

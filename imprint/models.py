@@ -49,6 +49,12 @@ def preferred_dtype() -> torch.dtype:
     return torch.float32
 
 
+def wants_autocast(model: torch.nn.Module) -> bool:
+    """Whether to run `model` under bf16 autocast: methods that keep fp32 master weights next to a bf16 base
+    (full fine-tuning) mark their model; LoRA (PEFT casts its own adapters) and plain models run as loaded."""
+    return bool(getattr(model, "imprint_autocast", False)) and preferred_dtype() == torch.bfloat16
+
+
 def embedded_dir(name: str = DEFAULT_MODEL) -> Path:
     """Return the cached safetensors directory of an embedded model, converting it from GGUF on first use."""
     target = cache_root() / "models" / name

@@ -24,7 +24,9 @@ class TrainConfig:
     replay_corpus: str = field(
         default="", metadata={"help": "file or folder of general text for replay (default: the base's own samples)"}
     )
-    autocast: bool = field(default=True, metadata={"help": "compute in bf16 where the hardware has it (AMX, CUDA)"})
+    autocast: bool = field(
+        default=True, metadata={"help": "bf16 autocast for methods with fp32 master weights (full), where supported"}
+    )
     seed: int = field(default=0, metadata={"help": "seed for init, shuffling and dropout"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = all cores)"})
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from imprint.errors import ImprintError
-from imprint.models import preferred_dtype
+from imprint.models import wants_autocast
 from imprint.train.config import TrainConfig
 from imprint.train.data import Example, make_batches
 from imprint.train.loss import causal_lm_loss
@@ -124,7 +124,7 @@ def train(
         result = load_checkpoint(checkpoint, model, optimizer, fingerprint)
         result.resumed_from = result.steps
     device = next(model.parameters()).device
-    use_autocast = config.autocast and preferred_dtype() == torch.bfloat16
+    use_autocast = config.autocast and wants_autocast(model)
     model.train()
     start = time.perf_counter() - result.wall_s
     for step in range(result.steps, total_steps):

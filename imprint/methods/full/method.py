@@ -48,7 +48,7 @@ class FullMethod:
         for name, p in model.named_parameters():
             p.requires_grad_(name in names)
         _to_fp32(model, sorted(names))
-        model.imprint_full_config = config
+        model.imprint_autocast = True  # fp32 master weights beside a bf16 base: compute in bf16 (see models.py)
         return model
 
     def save(self, model: torch.nn.Module, directory: Path) -> list[str]:
@@ -67,5 +67,6 @@ class FullMethod:
         with torch.no_grad():
             for name, value in tensors.items():
                 params[name].data = value.to(params[name].device)
+        model.imprint_autocast = True
         model.eval()
         return model
