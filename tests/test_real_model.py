@@ -61,3 +61,23 @@ def test_lora_on_the_real_model_learns_a_fact_and_reloads_exactly(tmp_path):
         expected = model(**probe).logits
         reloaded = method.load(load_base("gemma-3-270m").model, tmp_path)
         assert torch.equal(reloaded(**probe).logits, expected)
+
+
+@pytest.mark.parametrize(("method_name", "settings", "lr"), [("full", {}, 2e-4), ("prefix", {"n_tokens": 16}, 1e-2)])
+def test_other_methods_train_and_answer_on_the_real_model(method_name, settings, lr, tmp_path):
+    from imprint import registry
+
+    base = load_base("gemma-3-270m")
+    method = registry.method(method_name)()
+    model = method.attach(base.model, method.config_class(**settings), base.tokenizer, FACTS[2].text)
+    examples = [encode_record(r, base.tokenizer, 128) for r in FACTS]
+    result = train(model, examples, base.tokenizer.pad_token_id, TrainConfig(epochs=6, lr=lr, warmup=0.0))
+    assert result.losses[-1] < 0.7 * result.losses[0]
+    answer = answer_questions(model, base.tokenizer, ["Who is the chief financial officer of Quorvane?"], "module")[0]
+    assert answer.answer  # the trained model still generates through its module
+    method.save(model, tmp_path)
+    probe = base.tokenizer("Who runs Quorvane's finances?", return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**probe).logits
+        reloaded = method.load(load_base("gemma-3-270m").model, tmp_path)
+        assert torch.equal(reloaded(**probe).logits, expected)

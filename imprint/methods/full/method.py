@@ -1,6 +1,6 @@
-"""Full fine-tuning. Trainable weights are kept in fp32 (bf16 cannot hold small AdamW updates) while the loop
-computes in bf16 under autocast; the module file holds only the trained tensors, in fp32, so loading it on a
-fresh base reproduces the trained model's logits exactly.
+"""Full fine-tuning. Weights are kept in fp32 (bf16 cannot hold small AdamW updates) while the loop and the
+answers compute in bf16 under autocast where the hardware has it; the module file holds only the trained
+tensors, in fp32, so loading it on a fresh base reproduces the trained model's logits exactly.
 """
 
 from __future__ import annotations
@@ -31,11 +31,10 @@ def _trainable_names(model: torch.nn.Module, config: FullMethodConfig) -> list[s
     return [name for name, p in model.named_parameters() if id(p) not in frozen]
 
 
-def _to_fp32(model: torch.nn.Module, names: list[str]) -> None:
-    params = dict(model.named_parameters())
-    for name in names:
-        p = params[name]
-        if p.dtype != torch.float32 and p.dtype != torch.float64:
+def _to_fp32(model: torch.nn.Module) -> None:
+    """The whole model in fp32 (frozen embeddings too, so a plain forward works); autocast computes in bf16."""
+    for p in model.parameters():
+        if p.dtype not in (torch.float32, torch.float64):
             p.data = p.data.float()
 
 
@@ -47,7 +46,7 @@ class FullMethod:
         names = set(_trainable_names(model, config))
         for name, p in model.named_parameters():
             p.requires_grad_(name in names)
-        _to_fp32(model, sorted(names))
+        _to_fp32(model)
         model.imprint_autocast = True  # fp32 master weights beside a bf16 base: compute in bf16 (see models.py)
         return model
 
@@ -64,6 +63,7 @@ class FullMethod:
         missing = sorted(set(tensors) - set(params))
         if missing:
             raise ImprintError(f"module {directory} does not fit this base model (no parameter {missing[0]})")
+        _to_fp32(model)
         with torch.no_grad():
             for name, value in tensors.items():
                 params[name].data = value.to(params[name].device)
