@@ -118,13 +118,32 @@ def load_tokenizer(name: str = DEFAULT_MODEL):
         raise ModelError(f"cannot load the tokenizer of {name}: {exc}".splitlines()[0]) from exc
 
 
+def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(), *args[1:])
+
+
+def guard_output_projection(model: torch.nn.Module) -> torch.nn.Module:
+    """Make the vocabulary projection's input contiguous.
+
+    Measured with torch 2.13 on this CPU: `F.linear` of a non-contiguous slice (what `generate` passes as
+    `hidden[:, -1:, :]`) with a frozen bf16 weight (requires_grad=False, as PEFT leaves the base) takes 11 s
+    for the 262k x 640 projection instead of 0.03 s: it falls back to a batched matmul that copies the weight.
+    Every LoRA answer paid that once per question batch; a contiguous copy of one row per sequence costs nothing.
+    """
+    head = model.get_output_embeddings()
+    if head is not None and not getattr(head, "_imprint_contiguous", False):
+        head.register_forward_pre_hook(_contiguous_input)
+        head._imprint_contiguous = True
+    return model
+
+
 def load_base(name: str = DEFAULT_MODEL, dtype: torch.dtype | None = None) -> BaseModel:
     """Load a base model by name: `gemma-3-270m`, `tiny`, or a local Hugging Face model directory."""
     if name == "tiny":
         from imprint.testing import tiny_lm
 
         model, tokenizer = tiny_lm()
-        return BaseModel(name, model.to(dtype or torch.float32), tokenizer)
+        return BaseModel(name, guard_output_projection(model.to(dtype or torch.float32)), tokenizer)
     directory = resolve_model_dir(name)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -134,6 +153,7 @@ def load_base(name: str = DEFAULT_MODEL, dtype: torch.dtype | None = None) -> Ba
     except Exception as exc:
         raise ModelError(f"cannot load model {name}: {str(exc).splitlines()[0]}") from exc
     model.eval()
+    guard_output_projection(model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     name = name if name in EMBEDDED else str(Path(name).expanduser().resolve())

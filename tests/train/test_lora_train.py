@@ -71,3 +71,16 @@ def test_replay_mixes_the_requested_fraction_from_the_base_models_own_samples(tm
     mixed = mix_replay(RECORDS * 6, pool, 0.25, seed=0)
     assert len(mixed) == 24 and sum(r.strategy == "replay" for r in mixed) == 6
     assert mix_replay(RECORDS, pool, 0.0, seed=0) == RECORDS
+
+
+def test_output_projection_always_sees_contiguous_input():
+    from imprint.models import load_base
+
+    head = load_base("tiny").model.get_output_embeddings()
+    seen = []
+    head.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    hidden = torch.randn(3, 5, head.in_features)
+    for view in (hidden[:, ::2, :], hidden.transpose(0, 1)):
+        assert not view.is_contiguous()
+        assert torch.equal(head(view), head(view.contiguous()))
+    assert seen == [True, True, True, True]
