@@ -73,7 +73,9 @@ def resolve_train_configs(method: str, overrides: dict | None = None):
     check_sections(overrides, {"train", method})
     method_impl = registry.method(method)()
     method_config = build(method_impl.config_class, method, overrides.get(method, {}))
-    train_config = build(TrainConfig, "train", overrides.get("train", {}))
+    train_values = dict(overrides.get("train", {}))
+    train_values.setdefault("lr", getattr(method_impl, "default_lr", TrainConfig.lr))  # methods differ by 100x
+    train_config = build(TrainConfig, "train", train_values)
     if train_config.replay_corpus and not Path(train_config.replay_corpus).exists():
         raise ImprintError(f"replay corpus {train_config.replay_corpus} does not exist")
     return method_impl, method_config, train_config

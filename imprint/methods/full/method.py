@@ -41,6 +41,7 @@ def _to_fp32(model: torch.nn.Module) -> None:
 class FullMethod:
     name = "full"
     config_class = FullMethodConfig
+    default_lr = 3e-5  # every weight moves: the usual full fine-tuning rate for a small model
 
     def attach(self, model: torch.nn.Module, config: FullMethodConfig, tokenizer=None, corpus_text: str = ""):
         names = set(_trainable_names(model, config))

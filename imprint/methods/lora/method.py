@@ -12,6 +12,7 @@ from imprint.methods.lora.config import LoraMethodConfig
 class LoraMethod:
     name = "lora"
     config_class = LoraMethodConfig
+    default_lr = 1e-3
 
     def attach(self, model: torch.nn.Module, config: LoraMethodConfig, tokenizer=None, corpus_text: str = ""):
         from peft import LoraConfig, get_peft_model

@@ -90,6 +90,7 @@ def _corpus_kv(base: torch.nn.Module, tokenizer, text: str, n_tokens: int):
 class PrefixMethod:
     name = "prefix"
     config_class = PrefixMethodConfig
+    default_lr = 1e-2  # a KV cache learns slowly through attention (Cartridges trains it at 2e-2)
 
     def attach(self, model, config: PrefixMethodConfig, tokenizer=None, corpus_text: str = ""):
         if config.init == "corpus" and corpus_text and tokenizer is not None:
