@@ -106,3 +106,22 @@ def test_unknown_flag_exits_nonzero(ws_dir, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["add", "--no-such-flag", "x"])
     assert exc.value.code == 2
+
+
+def test_a_local_hugging_face_directory_is_a_base_model(ws_dir, corpus, tmp_path, capsys):
+    from imprint.testing import tiny_lm
+
+    model, tokenizer = tiny_lm()
+    model_dir = tmp_path / "my-model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    learn = ["learn", str(corpus), "--name", "local", "--model", str(model_dir), "--set", "train.epochs=1"]
+    assert main(learn) == 0
+    manifest = json.loads((ws_dir / "modules" / "local" / "1" / "manifest.json").read_text())
+    assert manifest["base_model"] == str(model_dir.resolve())
+    capsys.readouterr()
+    assert main(["ask", "Who is the CFO?", "--module", "local", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["module"] == "local@1"
+    (tmp_path / "not-a-model").mkdir()
+    assert main(["ask", "Who?", "--model", str(tmp_path / "not-a-model")]) == 1
+    assert "no config.json" in capsys.readouterr().err
