@@ -45,6 +45,16 @@ def cmd_add(args) -> None:
         err.print(f"[dim]  skipped  {skipped}[/dim]")
 
 
+def cmd_remove(args) -> None:
+    ws = _workspace(args)
+    targets = [str(Path(t).resolve()) if Path(t).exists() else t for t in args.documents]
+    with ws.transaction():  # all or nothing: an unknown id leaves every document in place
+        removed = [ws.remove_document(t) for t in targets]
+    for doc in removed:
+        console.print(f"  removed  {doc.id}  {doc.uri}")
+    console.print(f"corpus version {ws.corpus_version()}: retrain modules to forget the removed text")
+
+
 def cmd_docs(args) -> None:
     ws = _workspace(args)
     table = Table("doc_id", "version", "title", "chunks", "tokens", "uri")
@@ -213,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     model_flag(p)
     p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("remove", help="remove documents (by path or doc id); their history is kept")
+    p.add_argument("documents", nargs="+")
+    p.set_defaults(func=cmd_remove)
 
     p = sub.add_parser("docs", help="list documents")
     p.set_defaults(func=cmd_docs)

@@ -125,3 +125,18 @@ def test_a_local_hugging_face_directory_is_a_base_model(ws_dir, corpus, tmp_path
     (tmp_path / "not-a-model").mkdir()
     assert main(["ask", "Who?", "--model", str(tmp_path / "not-a-model")]) == 1
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_remove_tombstones_documents_all_or_nothing(ws_dir, corpus, capsys):
+    other = corpus / "other.md"
+    other.write_text("The office is in Galway.")
+    assert main(["add", str(corpus)]) == 0
+    ws = Workspace.open(ws_dir)
+    before = ws.corpus_version()
+    assert main(["remove", str(other), "no-such-doc"]) == 1
+    assert len(Workspace.open(ws_dir).documents()) == 2  # the unknown id removed nothing
+    assert main(["remove", str(other)]) == 0
+    ws = Workspace.open(ws_dir)
+    assert [d.uri for d in ws.documents()] == [str((corpus / "team.md").resolve())]
+    assert ws.corpus_version() != before and all("Galway" not in c.text for c in ws.chunks())
+    assert main(["add", str(other)]) == 0 and "restored" in capsys.readouterr().out
