@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def cmd_add(args) -> None:
 
 def cmd_remove(args) -> None:
     ws = _workspace(args)
-    targets = [str(Path(t).resolve()) if Path(t).exists() else t for t in args.documents]
+    # a doc id as listed by `imprint docs`, else a path (resolved as at ingest, even if the file is gone)
+    targets = [t if re.fullmatch(r"d[0-9a-f]{10}", t) else str(Path(t).resolve()) for t in args.documents]
     with ws.transaction():  # all or nothing: an unknown id leaves every document in place
         removed = [ws.remove_document(t) for t in targets]
     for doc in removed:

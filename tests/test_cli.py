@@ -135,8 +135,10 @@ def test_remove_tombstones_documents_all_or_nothing(ws_dir, corpus, capsys):
     before = ws.corpus_version()
     assert main(["remove", str(other), "no-such-doc"]) == 1
     assert len(Workspace.open(ws_dir).documents()) == 2  # the unknown id removed nothing
+    other.unlink()  # the usual order: the file is deleted, then forgotten
     assert main(["remove", str(other)]) == 0
     ws = Workspace.open(ws_dir)
     assert [d.uri for d in ws.documents()] == [str((corpus / "team.md").resolve())]
     assert ws.corpus_version() != before and all("Galway" not in c.text for c in ws.chunks())
+    other.write_text("The office is in Galway.")
     assert main(["add", str(other)]) == 0 and "restored" in capsys.readouterr().out

@@ -38,10 +38,10 @@ _PATTERNS: list[tuple[str, str]] = [
     ),
     ("number", rf"\b{_NUM}\b"),
 ]
-_CONNECT = {"of", "de", "van", "von", "der", "du", "la", "le", "the", "for"}
+_CONNECT = ("of", "de", "van", "von", "der", "du", "la", "le", "the", "for")
 # Capitalised words, joined by the particles of names ("Bank of Alder", "Anna van Dijk"); a possessive 's is
 # left outside the span so "Priya Raman's team" yields the name, asked as "whose".
-_NAME = re.compile(r"\b[A-Z][\w.-]*[\w](?:\s+(?:(?:of|de|van|von|der|du|la|le|the|for)\s+)*[A-Z][\w-]*[\w])*")
+_NAME = re.compile(rf"\b[A-Z][\w.-]*[\w](?:\s+(?:(?:{'|'.join(_CONNECT)})\s+)*[A-Z][\w-]*[\w])*")
 _ROLE = re.compile(
     r"\b(?:chief|officer|director|manager|head of|founder|co-founder|president|engineer|assistant|coordinator|"
     r"advisor|adviser|analyst|chair|chairperson|ceo|cfo|cto|coo|vp|ombudsperson|hired|joined|appointed|"
@@ -329,12 +329,12 @@ class RulesStrategy:
                     records.append(
                         SynthRecord.make("rules", [c.id], "text", text=" ".join(shuffled), meta={"form": "permuted"})
                     )
-            records.extend(self._cap_answers(self._questions(doc_sentences), rng))
-            records.extend(self._entity_texts(doc_sentences))
+            known = mid_sentence_names([s for _, s in doc_sentences])
+            records.extend(self._cap_answers(self._questions(doc_sentences, known), rng))
+            records.extend(self._entity_texts(doc_sentences, known))
         return list({r.id: r for r in records}.values())
 
-    def _questions(self, doc_sentences: list[tuple[str, str]]) -> list[SynthRecord]:
-        known = mid_sentence_names([s for _, s in doc_sentences])
+    def _questions(self, doc_sentences: list[tuple[str, str]], known: set[str]) -> list[SynthRecord]:
         people = people_of([s for _, s in doc_sentences], known)
         out = []
         for chunk_id, s in doc_sentences:
@@ -368,8 +368,7 @@ class RulesStrategy:
         keep = {r.id for r in kept}
         return [r for r in records if r.id in keep]
 
-    def _entity_texts(self, doc_sentences: list[tuple[str, str]]) -> list[SynthRecord]:
-        known = mid_sentence_names([s for _, s in doc_sentences])
+    def _entity_texts(self, doc_sentences: list[tuple[str, str]], known: set[str]) -> list[SynthRecord]:
         mentions: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for chunk_id, s in doc_sentences:
             for span in find_spans(s, known):
