@@ -1,0 +1,164 @@
+"""The hybrid retrieval index: BM25 (bm25s) and MiniLM vectors, fused by reciprocal rank.
+
+`Retriever.open(ws)` brings the index in step with the workspace's current chunks: vectors of chunks that are
+no longer current (a changed document's old version, a removed document) are deleted and new chunks embedded, in
+one store transaction; unchanged chunks are not re-embedded. BM25 is rebuilt per corpus version (seconds even
+for large corpora) and cached under index/bm25/<corpus_version>.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from imprint.ingest.chunking import split_sentences
+from imprint.progress import Bar
+from imprint.retrieval import embed as embedding
+from imprint.retrieval.config import RetrievalConfig
+from imprint.retrieval.stores import QdrantStore, SqliteVecStore, VectorStore
+
+
+@dataclass(frozen=True)
+class Hit:
+    doc_id: str
+    title: str
+    chunk_id: str
+    text: str
+    score: float  # reciprocal-rank-fusion score
+    dense: float  # cosine similarity of query and chunk (0 when the dense side did not return it)
+    bm25: float  # BM25 score (0 when the lexical side did not return it)
+
+
+def _bm25_tokens(texts: list[str]):
+    import bm25s
+
+    return bm25s.tokenize(texts, stopwords="en", show_progress=False)
+
+
+class Retriever:
+    def __init__(self, root: Path, chunks: dict, titles: dict[str, str], store: VectorStore, bm25, order, config):
+        self.root, self.chunks, self.titles = root, chunks, titles
+        self.store, self.bm25, self.order, self.config = store, bm25, order, config
+
+    @classmethod
+    def open(cls, ws, config: RetrievalConfig | None = None) -> Retriever:
+        config = config or RetrievalConfig()
+        root = ws.root / "index"
+        chunks = {c.id: c for c in ws.chunks()}
+        titles = {d.id: d.title for d in ws.documents()}
+        if config.store == "qdrant":
+            store = QdrantStore(config.url, root / "qdrant", config.collection, embedding.dimension())
+        else:
+            store = SqliteVecStore(root / "vectors.sqlite", embedding.dimension(), embedding.EMBEDDING_MODEL)
+        sync(store, chunks, titles)
+        bm25, order = _bm25_index(root / "bm25", ws.corpus_version(), chunks, titles)
+        return cls(root, chunks, titles, store, bm25, order, config)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def search(self, query: str, k: int | None = None) -> list[Hit]:
+        """Top-k chunks for `query`, BM25 and dense ranks fused by RRF (Cormack et al. 2009)."""
+        k = k or self.config.k
+        if not self.chunks or not query.strip():
+            return []
+        n = min(self.config.candidates, len(self.chunks))
+        dense = self.store.search(embedding.embed([query])[0], n)
+        lexical: list[tuple[str, float]] = []
+        tokens = _bm25_tokens([query])
+        if tokens.ids[0]:  # a query of stopwords only has no lexical side
+            ids, scores = self.bm25.retrieve(tokens, k=n, show_progress=False, n_threads=1)
+            lexical = [(self.order[i], float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
+        fused: dict[str, float] = {}
+        for ranking in (dense, lexical):
+            for rank, (chunk_id, _) in enumerate(ranking):
+                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (self.config.rrf_k + rank + 1)
+        dense_score, bm25_score = dict(dense), dict(lexical)
+        best = sorted(fused, key=lambda c: (-fused[c], c))[:k]
+        return [
+            Hit(
+                doc_id=self.chunks[c].doc_id,
+                title=self.titles.get(self.chunks[c].doc_id, ""),
+                chunk_id=c,
+                text=self.chunks[c].text,
+                score=round(fused[c], 6),
+                dense=round(dense_score.get(c, 0.0), 4),
+                bm25=round(bm25_score.get(c, 0.0), 4),
+            )
+            for c in best
+            if c in self.chunks
+        ]
+
+
+def sync(store: VectorStore, chunks: dict, titles: dict[str, str]) -> tuple[int, int]:
+    """Make the store hold exactly the current chunks; returns (added, removed)."""
+    have = store.ids()
+    remove = have - chunks.keys()
+    new = [c for c in chunks.values() if c.id not in have]
+    vectors = np.zeros((0, 1), dtype=np.float32)
+    if new:
+        texts = [_passage(titles.get(c.doc_id, ""), c.text) for c in new]
+        parts = []
+        with Bar("index", unit="chunks") as bar:
+            for start in range(0, len(texts), 256):
+                parts.append(embedding.embed(texts[start : start + 256]))
+                bar.update(min(start + 256, len(texts)), len(texts))
+        vectors = np.concatenate(parts)
+    if remove or new:
+        store.replace(remove, [c.id for c in new], vectors)
+    return len(new), len(remove)
+
+
+def _passage(title: str, text: str) -> str:
+    return f"{title}\n{text}" if title else text
+
+
+def _bm25_index(directory: Path, corpus_version: str, chunks: dict, titles: dict[str, str]):
+    import bm25s
+
+    path = directory / corpus_version
+    order = sorted(chunks)
+    if (path / "order.json").is_file() and json.loads((path / "order.json").read_text()) == order:
+        return bm25s.BM25.load(str(path), show_progress=False), order
+    index = bm25s.BM25()
+    if order:
+        index.index(
+            _bm25_tokens([_passage(titles.get(chunks[c].doc_id, ""), chunks[c].text) for c in order]),
+            show_progress=False,
+        )
+    if directory.is_dir():  # older corpus versions' indexes are stale
+        for old in directory.iterdir():
+            if old.name != corpus_version:
+                shutil.rmtree(old, ignore_errors=True)
+    if order:
+        tmp = directory / f".{corpus_version}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        index.save(str(tmp), show_progress=False)
+        (tmp / "order.json").write_text(json.dumps(order))
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+    return index, order
+
+
+def best_sentences(query: str, hits: list[Hit]) -> list[tuple[str, float]]:
+    """For each hit, its sentence closest in meaning to `query` and that cosine: the quote shown as evidence."""
+    if not hits:
+        return []
+    sentences = [[s.strip() for s in split_sentences(h.text) if re.search(r"\w", s)] or [h.text] for h in hits]
+    flat = [s for group in sentences for s in group]
+    vectors = embedding.embed([query] + flat)
+    sims = vectors[1:] @ vectors[0]
+    out, at = [], 0
+    for group in sentences:
+        best = int(np.argmax(sims[at : at + len(group)]))
+        out.append((group[best], float(sims[at + best])))
+        at += len(group)
+    return out
