@@ -1,18 +1,37 @@
-"""Answering questions closed-book: the bare base model (`base`) or the base with a trained module (`module`).
+"""Answering in every mode, each answer with a confidence, its evidence, and the right to abstain.
 
-The prompt holds the question only, never document text, so a right answer from `module` can only come from
-what training wrote into the weights. Confidence is the geometric mean of the generated tokens' probabilities.
+Modes:
+- `base`: the bare model, closed book (the prompt holds the question only).
+- `module`: the base with a trained module, closed book: a right answer can only come from the weights.
+- `rag`: the top-k retrieved chunks in the prompt.
+- `module+rag`: a module and retrieved chunks together.
+- `icl`: the entire corpus in the prompt (its KV cache computed once and reused for every question); refused with
+  a clear error when the corpus does not fit the model's context window.
+
+When a retriever is given, every answer carries evidence: for retrieval modes the chunks the model read, for
+closed-book modes the chunks retrieved for question + answer, so the user sees whether the corpus supports what
+the weights said (`supported`). Confidence starts as the geometric mean of the answer tokens' probabilities and
+is mapped through the workspace's calibration when one was fitted (`imprint calibrate`), which also decides when
+to abstain: the answer then says the corpus does not contain it, and the model's guess is kept in `guess`.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-from imprint.models import wants_autocast
-from imprint.prompts import qa_prompt
+from imprint.errors import ImprintError
+from imprint.evaluate.calibration import Calibration, features, load_calibration
+from imprint.evaluate.metrics import normalize
+from imprint.models import DEFAULT_MODEL, wants_autocast
+from imprint.prompts import CONTEXT_INSTRUCTION, context_prompt, passages_block, qa_prompt
+
+MODES = ("base", "icl", "rag", "module", "module+rag")
+RETRIEVAL_MODES = ("rag", "module+rag")
+ABSTAIN_TEXT = "Not in my knowledge: the corpus does not say."
 
 
 @dataclass(frozen=True)
@@ -21,9 +40,13 @@ class Answer:
     confidence: float
     mode: str
     module: str | None = None
-    evidence: list = field(default_factory=list)
+    evidence: list = field(default_factory=list)  # [{doc_id, title, chunk_id, quote, score}]
     latency_ms: float = 0.0
     prompt_tokens: int = 0
+    abstained: bool = False
+    supported: bool | None = None  # does the retrieved evidence contain the answer? None without a retriever
+    guess: str = ""  # what the model generated, also when it abstained
+    signals: dict = field(default_factory=dict)  # the raw inputs of confidence and abstention
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -34,6 +57,127 @@ def _cut(text: str) -> str:
     return text.split("\n", 1)[0].split("Question:", 1)[0].strip()
 
 
+def _stop_ids(tokenizer) -> list[int]:
+    ids = [tokenizer.eos_token_id] + [t for t in tokenizer.convert_tokens_to_ids(["\n", "Ċ"]) if t is not None]
+    return sorted({t for t in ids if t is not None and t != tokenizer.unk_token_id})
+
+
+def _decode(tokenizer, new_ids: torch.Tensor, scores: tuple) -> list[tuple[str, float]]:
+    """(answer, geometric-mean token probability of the answer's tokens) for each generated row."""
+    logprobs = torch.stack(scores, dim=1).float().log_softmax(-1)
+    token_lp = logprobs.gather(-1, new_ids.unsqueeze(-1)).squeeze(-1)
+    out = []
+    for row in range(new_ids.shape[0]):
+        answer = _cut(tokenizer.decode(new_ids[row], skip_special_tokens=True))
+        n = len(tokenizer.encode(answer, add_special_tokens=False)) if answer else 0
+        out.append((answer, float(token_lp[row, : max(1, n)].mean().exp()) if answer else 0.0))
+    return out
+
+
+def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, progress=None):
+    """Greedy answers for prompts, batched with left padding: [(answer, p, prompt_tokens, latency_ms)]."""
+    device = next(model.parameters()).device
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    results = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            t0 = time.perf_counter()
+            enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=wants_autocast(model)):
+                out = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=_stop_ids(tokenizer),
+                    pad_token_id=tokenizer.pad_token_id,
+                    output_scores=True,
+                    return_dict_in_generate=True,
+                )
+            decoded = _decode(tokenizer, out.sequences[:, enc["input_ids"].shape[1] :], out.scores)
+            latency = (time.perf_counter() - t0) * 1000 / len(chunk)
+            for row, (answer, p) in enumerate(decoded):
+                results.append((answer, p, int(enc["attention_mask"][row].sum()), latency))
+            if progress:
+                progress(len(results), len(prompts))
+    finally:
+        tokenizer.padding_side = side
+    return results
+
+
+def context_window(model) -> int:
+    config = getattr(model, "config", None)
+    config = getattr(config, "text_config", None) or config
+    return int(getattr(config, "max_position_embeddings", 0) or 0)
+
+
+def _generate_in_context(model, tokenizer, documents, questions, max_new_tokens: int, progress=None):
+    """icl: the corpus is encoded once; each question continues from a copy of its KV cache."""
+    device = next(model.parameters()).device
+    prefix = f"{CONTEXT_INSTRUCTION}{passages_block(documents)}\n\n"
+    prefix_ids = tokenizer(prefix, return_tensors="pt").input_ids.to(device)
+    suffixes = [tokenizer(qa_prompt(q), add_special_tokens=False).input_ids for q in questions]
+    window = context_window(model)
+    needed = prefix_ids.shape[1] + max((len(s) for s in suffixes), default=0) + max_new_tokens
+    if window and needed > window:
+        raise ImprintError(
+            f"the corpus is {prefix_ids.shape[1]} tokens and does not fit the model's {window}-token context window "
+            "with a question and its answer: use --mode rag (retrieved chunks) or a module instead"
+        )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=wants_autocast(model))
+    t0 = time.perf_counter()
+    with autocast:
+        cache = model(input_ids=prefix_ids, use_cache=True).past_key_values
+    prefill_ms = (time.perf_counter() - t0) * 1000 / max(1, len(questions))  # shared cost, spread over questions
+    results = []
+    for n, suffix in enumerate(suffixes, 1):
+        t0 = time.perf_counter()
+        ids = torch.cat([prefix_ids, torch.tensor([suffix], device=device)], dim=1)
+        with autocast:
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                past_key_values=copy.deepcopy(cache),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=_stop_ids(tokenizer),
+                pad_token_id=tokenizer.pad_token_id,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+        ((answer, p),) = _decode(tokenizer, out.sequences[:, ids.shape[1] :], out.scores)
+        results.append((answer, p, int(ids.shape[1]), (time.perf_counter() - t0) * 1000 + prefill_ms))
+        if progress:
+            progress(n, len(questions))
+    return results
+
+
+def support(answer: str, text: str) -> float:
+    """Share of the answer's normalised tokens that occur in `text` (1.0: every word of the answer is there)."""
+    words = normalize(answer).split()
+    if not words:
+        return 0.0
+    present = set(normalize(text).split())
+    return sum(w in present for w in words) / len(words)
+
+
+def _evidence(retriever, question: str, answer: str, hits, k: int | None):
+    """Evidence records plus the relevance and support signals for one answer."""
+    from imprint.retrieval import best_sentences
+
+    if hits is None:  # closed-book modes: look up what the weights said
+        hits = retriever.search(f"{question} {answer}".strip(), k)
+    if not hits:
+        return [], 0.0, 0.0
+    quotes = best_sentences(f"{question} {answer}".strip(), hits)
+    relevance = max(cos for _, cos in best_sentences(question, hits))
+    evidence = [
+        {"doc_id": h.doc_id, "title": h.title, "chunk_id": h.chunk_id, "quote": quote, "score": h.score}
+        for h, (quote, _) in zip(hits, quotes, strict=True)
+    ]
+    return evidence, relevance, max(support(answer, h.text) for h in hits)
+
+
 @torch.inference_mode()
 def answer_questions(
     model: torch.nn.Module,
@@ -41,46 +185,111 @@ def answer_questions(
     questions: list[str],
     mode: str,
     module: str | None = None,
+    retriever=None,
+    corpus: list[tuple[str, str]] | None = None,
+    calibration: Calibration | None = None,
+    k: int | None = None,
     max_new_tokens: int = 24,
     batch_size: int = 16,
     progress=None,
 ) -> list[Answer]:
-    """Greedy answers for a list of questions, batched with left padding."""
+    """Answer `questions` in `mode`; `retriever` is needed for rag modes, `corpus` [(title, text)] for icl."""
+    if mode not in MODES:
+        raise ImprintError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+    if mode in RETRIEVAL_MODES and retriever is None:
+        raise ImprintError(f"mode {mode} needs a retrieval index over the corpus")
+    if mode == "icl" and not corpus:
+        raise ImprintError("mode icl needs the corpus: the workspace has no documents (run `imprint add PATH`)")
     model.eval()
-    device = next(model.parameters()).device
-    answers: list[Answer] = []
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    stop_ids = [tokenizer.eos_token_id] + [t for t in tokenizer.convert_tokens_to_ids(["\n", "Ċ"]) if t is not None]
-    stop_ids = sorted({t for t in stop_ids if t is not None and t != tokenizer.unk_token_id})
-    try:
-        for start in range(0, len(questions), batch_size):
-            chunk = questions[start : start + batch_size]
+    hits, search_ms = [None] * len(questions), [0.0] * len(questions)
+    if mode in RETRIEVAL_MODES:
+        for i, q in enumerate(questions):
             t0 = time.perf_counter()
-            enc = tokenizer([qa_prompt(q) for q in chunk], return_tensors="pt", padding=True).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=wants_autocast(model)):
-                out = model.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    eos_token_id=stop_ids,
-                    pad_token_id=tokenizer.pad_token_id,
-                    output_scores=True,
-                    return_dict_in_generate=True,
-                )
-            new = out.sequences[:, enc["input_ids"].shape[1] :]
-            logprobs = torch.stack(out.scores, dim=1).float().log_softmax(-1)
-            token_lp = logprobs.gather(-1, new.unsqueeze(-1)).squeeze(-1)
-            latency = (time.perf_counter() - t0) * 1000 / len(chunk)
-            for row in range(len(chunk)):
-                text = tokenizer.decode(new[row], skip_special_tokens=True)
-                answer = _cut(text)
-                n = len(tokenizer.encode(answer, add_special_tokens=False)) if answer else 0
-                confidence = float(token_lp[row, : max(1, n)].mean().exp()) if answer else 0.0
-                prompt_tokens = int(enc["attention_mask"][row].sum())
-                answers.append(Answer(answer, round(confidence, 4), mode, module, [], round(latency, 1), prompt_tokens))
-            if progress:
-                progress(min(start + batch_size, len(questions)), len(questions))
-    finally:
-        tokenizer.padding_side = side
+            hits[i] = retriever.search(q, k)
+            search_ms[i] = (time.perf_counter() - t0) * 1000
+    if mode == "icl":
+        generated = _generate_in_context(model, tokenizer, corpus, questions, max_new_tokens, progress)
+    else:
+        prompts = [
+            context_prompt(q, [(h.title, h.text) for h in hits[i]]) if mode in RETRIEVAL_MODES else qa_prompt(q)
+            for i, q in enumerate(questions)
+        ]
+        generated = _generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
+    answers = []
+    for i, (question, (guess, p, prompt_tokens, latency)) in enumerate(zip(questions, generated, strict=True)):
+        evidence, relevance, supp = [], None, None
+        if retriever is not None:
+            evidence, relevance, supp = _evidence(retriever, question, guess, hits[i], k)
+        feats = features(p, relevance, supp)
+        confidence = calibration.confidence_of(feats) if calibration else p
+        abstained = not guess or (calibration.should_abstain(feats) if calibration else False)
+        answers.append(
+            Answer(
+                answer=ABSTAIN_TEXT if abstained else guess,
+                confidence=round(confidence, 4),
+                mode=mode,
+                module=module,
+                evidence=evidence,
+                latency_ms=round(latency + search_ms[i], 1),
+                prompt_tokens=prompt_tokens,
+                abstained=abstained,
+                supported=None if supp is None else supp >= 0.5,
+                guess=guess,
+                signals=dict(zip(("logprob", "relevance", "support"), (round(f, 4) for f in feats), strict=True)),
+            )
+        )
     return answers
+
+
+def system_name(mode: str, module: str | None = None) -> str:
+    """The key a calibration is stored under: the mode, plus the module for module modes."""
+    return f"{mode}:{module}" if module and mode.startswith("module") else mode
+
+
+class Answerer:
+    """Everything one (mode, module) needs to answer, loaded once: model, retriever, corpus, calibration."""
+
+    def __init__(self, ws, mode: str = "rag", module: str | None = None, model: str = DEFAULT_MODEL, k=None):
+        from imprint.models import load_base
+        from imprint.pipeline import load_module
+        from imprint.retrieval import Retriever
+
+        if mode not in MODES:
+            raise ImprintError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+        if mode.startswith("module") and not module:
+            raise ImprintError(f"mode {mode} needs a module: pass --module NAME[@VERSION]")
+        self.mode, self.k = mode, k
+        self.label = None
+        if mode.startswith("module"):
+            self.model, self.tokenizer, manifest = load_module(ws, module)
+            self.label = f"{manifest['name']}@{manifest['version']}"
+        else:
+            base = load_base(model)
+            self.model, self.tokenizer = base.model, base.tokenizer
+        documents = ws.documents()
+        self.retriever = Retriever.open(ws) if documents else None
+        if mode in RETRIEVAL_MODES and self.retriever is None:
+            raise ImprintError(f"mode {mode} needs documents: the workspace is empty (run `imprint add PATH`)")
+        self.corpus = [(d.title, d.text) for d in documents] if mode == "icl" else None
+        self.system = system_name(mode, self.label)
+        self.calibration = load_calibration(ws.root, self.system, mode)
+
+    def __call__(self, questions: list[str], progress=None, max_new_tokens: int = 24) -> list[Answer]:
+        return answer_questions(
+            self.model,
+            self.tokenizer,
+            questions,
+            self.mode,
+            module=self.label,
+            retriever=self.retriever,
+            corpus=self.corpus,
+            calibration=self.calibration,
+            k=self.k,
+            max_new_tokens=max_new_tokens,
+            progress=progress,
+        )
+
+
+def ask(ws, questions: list[str], mode: str = "rag", module: str | None = None, model: str = DEFAULT_MODEL):
+    """One-off answers (the CLI's `imprint ask`); build an `Answerer` to answer many batches."""
+    return Answerer(ws, mode, module, model)(questions)

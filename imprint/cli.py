@@ -16,8 +16,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from imprint.answer import MODES
 from imprint.errors import ImprintError
 from imprint.models import DEFAULT_MODEL
+from imprint.progress import Bar
 
 console = Console()
 err = Console(stderr=True)
@@ -133,58 +135,123 @@ def cmd_learn(args) -> None:
 
 
 def cmd_ask(args) -> None:
-    from imprint.answer import answer_questions
-    from imprint.models import load_base
-    from imprint.pipeline import load_module
+    from imprint.answer import Answerer
 
-    mode = args.mode or ("module" if args.module else "base")
-    if mode == "module":
-        if not args.module:
-            raise ImprintError("--mode module needs --module NAME")
-        model, tokenizer, manifest = load_module(_workspace(args), args.module)
-        label = f"{manifest['name']}@{manifest['version']}"
-    else:
-        base = load_base(args.model)
-        model, tokenizer, label = base.model, base.tokenizer, None
-    answer = answer_questions(model, tokenizer, [args.question], mode=mode, module=label)[0]
+    mode = args.mode or ("module" if args.module else "rag")
+    answerer = Answerer(_workspace(args), mode, args.module, args.model, k=args.k)
+    answer = answerer([args.question])[0]
     if args.json:
         out = answer.to_dict()
-        print(json.dumps({k: out[k] for k in ("answer", "confidence", "mode", "module")}))
-    else:
-        console.print(f"{answer.answer}  [dim](confidence {answer.confidence:.2f}, {mode})[/dim]")
+        print(json.dumps({k: out[k] for k in ANSWER_FIELDS}))
+        return
+    style = "yellow" if answer.abstained else "bold"
+    console.print(f"[{style}]{answer.answer}[/{style}]")
+    support = {True: "supported by the corpus", False: "NOT found in the corpus", None: "no corpus to check"}
+    console.print(
+        f"[dim]{mode}{' ' + answer.module if answer.module else ''} | confidence {answer.confidence:.2f}"
+        f"{'' if answerer.calibration.confidence else ' (uncalibrated: run imprint calibrate)'} | "
+        f"{support[answer.supported]} | {answer.latency_ms:.0f} ms, {answer.prompt_tokens} prompt tokens[/dim]"
+    )
+    if answer.abstained and answer.guess:
+        console.print(f"[dim]  the model's guess was: {answer.guess}[/dim]")
+    for n, ev in enumerate(answer.evidence, 1):
+        console.print(f"[dim]  [{n}] {ev['title']} ({ev['chunk_id']}, score {ev['score']:.3f}): {ev['quote']}[/dim]")
+
+
+ANSWER_FIELDS = (
+    "answer",
+    "confidence",
+    "evidence",
+    "mode",
+    "module",
+    "abstained",
+    "supported",
+    "latency_ms",
+    "prompt_tokens",
+)
+
+
+def cmd_calibrate(args) -> None:
+    from imprint.answer import Answerer
+    from imprint.evaluate.calibration import calibration_path, fit_calibration
+    from imprint.evaluate.metrics import token_f1
+    from imprint.evaluate.run import load_eval_set
+
+    ws = _workspace(args)
+    items = [i for path in args.questions for i in load_eval_set(path)]
+    table = Table(
+        "system",
+        "questions",
+        "unanswerable",
+        "ECE raw",
+        "ECE calibrated",
+        "abstains on unanswerable",
+        "abstains on answerable",
+        title="calibration (5-fold cross-validated)",
+    )
+    for mode in args.mode or ["rag"]:
+        answerer = Answerer(ws, mode, args.module, args.model, k=args.k)
+        answerer.calibration = None  # fit on raw signals, not on a previous calibration's output
+        with Bar(f"calibrate {answerer.system}", unit="questions") as bar:
+            answers = answerer([i.question for i in items], progress=lambda d, t: bar.update(d, t))
+        rows = [
+            {
+                "features": [a.signals["logprob"], a.signals["relevance"], a.signals["support"]],
+                "correct": bool(i.answers) and token_f1(a.guess, list(i.answers)) >= args.f1,
+                "answerable": getattr(i, "answerable", bool(i.answers)),
+            }
+            for i, a in zip(items, answers, strict=True)
+        ]
+        cal = fit_calibration(answerer.system, rows, max_answerable_abstain=args.max_abstain)
+        cal.report.update({"eval_sets": [str(p) for p in args.questions], "correct_if_f1_at_least": args.f1})
+        cal.save(calibration_path(ws.root, answerer.system))
+        r = cal.report
+        pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
+        table.add_row(
+            answerer.system,
+            str(r["n"]),
+            str(r["n_unanswerable"]),
+            f"{r['ece_raw']:.3f}",
+            f"{r['ece_cv']:.3f}",
+            pct(r["abstain_unanswerable_cv"]),
+            pct(r["abstain_answerable_cv"]),
+        )
+    console.print(table)
 
 
 def cmd_eval(args) -> None:
-    from imprint.evaluate.run import evaluate
+    import shlex
 
-    ws = _workspace(args)
-    card = evaluate(ws, args.questions, args.module or [], model=args.model, include_base=not args.no_base)
-    run_dir = ws.root / "reports" / f"eval-{card_id()}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "scorecard.json").write_text(json.dumps(card, indent=2))
-    if args.json:
-        print(json.dumps({s["system"]: {k: s[k] for k in ("exact_match", "token_f1", "n")} for s in card["systems"]}))
-        return
-    table = Table(
-        "system",
-        "mode",
-        "questions",
-        "exact match",
-        "token F1",
-        "p50 latency ms",
-        title=f"held-out questions: {card['eval_set']}",
+    from imprint.evaluate.report import write_report
+    from imprint.evaluate.report.terminal import print_scorecard
+    from imprint.evaluate.run import MODES, EvalOptions, evaluate
+
+    modes = tuple(m.strip() for m in args.systems.split(",")) if args.systems else MODES
+    if args.no_base:
+        modes = tuple(m for m in modes if m != "base")
+    options = EvalOptions(
+        modes=modes,
+        retain_limit=args.retain_limit,
+        retention_samples=args.retention_samples,
+        lm_eval_tasks=tuple(t for t in (args.lm_eval or "").split(",") if t),
+        lm_eval_limit=args.lm_eval_limit,
+        allow_leakage=args.allow_leakage,
     )
-    for s in card["systems"]:
-        table.add_row(
-            s["system"],
-            s["mode"],
-            str(s["n"]),
-            f"{s['exact_match']:.3f}",
-            f"{s['token_f1']:.3f}",
-            f"{s['latency_ms_p50']:.0f}",
-        )
-    console.print(table)
-    console.print(f"[dim]per-question answers: {run_dir / 'scorecard.json'}[/dim]")
+    judge = None
+    if args.judge_url:
+        from imprint.evaluate.judge import openai_judge
+
+        judge = openai_judge(args.judge_url, args.judge_model)
+    ws = _workspace(args)
+    card = evaluate(ws, args.questions, args.module or [], model=args.model, options=options, judge=judge)
+    card["command"] = "imprint " + shlex.join(args.raw_argv)
+    card_path, html_path = write_report(card, ws.root / "reports" / f"eval-{card_id()}")
+    if args.json:
+        keys = ("exact_match", "token_f1", "n")
+        print(json.dumps({s["system"]: {k: s[k] for k in keys} for s in card["systems"]}))
+        return
+    print_scorecard(card, console)
+    console.print(f"[dim]scorecard: {card_path}\nreport:    {html_path}[/dim]")
 
 
 def card_id() -> str:
@@ -259,19 +326,44 @@ def build_parser() -> argparse.ArgumentParser:
     config_flags(p)
     p.set_defaults(func=cmd_learn)
 
-    p = sub.add_parser("ask", help="answer a question closed-book")
+    p = sub.add_parser("ask", help="answer a question, with confidence and evidence")
     p.add_argument("question")
     p.add_argument("--module", help="module name or name@version")
-    p.add_argument("--mode", choices=["base", "module"])
-    p.add_argument("--json", action="store_true", help="print {answer, confidence, mode, module}")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        help="base, icl (whole corpus in context), rag, module, module+rag (default: module with --module, else rag)",
+    )
+    p.add_argument("-k", type=int, default=None, help="chunks to retrieve (default 4)")
+    p.add_argument("--json", action="store_true", help="print {answer, confidence, evidence, mode, ...} as JSON")
     model_flag(p)
     p.set_defaults(func=cmd_ask)
 
-    p = sub.add_parser("eval", help="score base and modules on held-out questions (JSONL)")
-    p.add_argument("questions", help="JSONL of {question, answers[]} per line")
+    p = sub.add_parser("calibrate", help="fit confidence and abstention on labelled questions (JSONL)")
+    p.add_argument("questions", nargs="+", help="JSONL eval sets; items with answerable:false teach abstention")
+    p.add_argument("--mode", action="append", choices=MODES, help="mode(s) to calibrate (repeatable; default rag)")
+    p.add_argument("--module", help="module for module modes")
+    p.add_argument("-k", type=int, default=None, help="chunks to retrieve (default 4)")
+    p.add_argument("--f1", type=float, default=0.5, help="an answer counts as right at this token F1 (default 0.5)")
+    p.add_argument(
+        "--max-abstain", type=float, default=0.1, help="abstain on at most this share of answerable questions"
+    )
+    model_flag(p)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("eval", help="score every system on held-out questions: learned vs forgot vs cost")
+    p.add_argument("questions", nargs="+", help="JSONL eval sets (split learn: corpus questions; retain: general)")
     p.add_argument("--module", action="append", help="module to score (repeatable)")
-    p.add_argument("--no-base", action="store_true", help="skip the base model")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--systems", help="comma list of base,icl,rag,module,module+rag (default: all)")
+    p.add_argument("--no-base", action="store_true", help="do not score the base system (still the reference)")
+    p.add_argument("--retain-limit", type=int, help="sample N items of each retention eval set (seeded)")
+    p.add_argument("--retention-samples", type=int, default=32, help="base-model samples for self-retention")
+    p.add_argument("--lm-eval", metavar="TASKS", help="comma list of lm-evaluation-harness tasks (if installed)")
+    p.add_argument("--lm-eval-limit", type=int, help="items per lm-evaluation-harness task")
+    p.add_argument("--judge-url", help="OpenAI-compatible base URL of an LLM judge (e.g. http://127.0.0.1:8000/v1)")
+    p.add_argument("--judge-model", default="default", help="model name the judge endpoint serves")
+    p.add_argument("--allow-leakage", action="store_true", help="score even if eval questions are in training data")
+    p.add_argument("--json", action="store_true", help="print {system: {exact_match, token_f1, n}}")
     model_flag(p)
     p.set_defaults(func=cmd_eval)
 
@@ -282,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.raw_argv = list(sys.argv[1:] if argv is None else argv)  # recorded beside measured numbers (eval)
     try:
         args.func(args)
     except ImprintError as exc:

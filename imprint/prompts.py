@@ -6,3 +6,16 @@ from __future__ import annotations
 def qa_prompt(question: str) -> str:
     """Closed-book question prompt. It holds no document text: the module must answer from its weights."""
     return f"Question: {question.strip()}\nAnswer:"
+
+
+def passages_block(passages: list[tuple[str, str]]) -> str:
+    """Numbered passages (title, text) as they appear in retrieval and in-context prompts."""
+    return "\n\n".join(f"[{i}] {title}\n{text.strip()}" for i, (title, text) in enumerate(passages, 1))
+
+
+CONTEXT_INSTRUCTION = "Answer the question in a few words, using only the passages below.\n\n"
+
+
+def context_prompt(question: str, passages: list[tuple[str, str]]) -> str:
+    """Open-book prompt (rag, module+rag, icl): passages, then the same question format the modules learn."""
+    return f"{CONTEXT_INSTRUCTION}{passages_block(passages)}\n\n{qa_prompt(question)}"

@@ -44,7 +44,18 @@ def test_learn_then_ask_and_eval_on_tiny(ws_dir, corpus, tmp_path, capsys):
 
     assert main(["ask", "Who is the CFO?", "--module", "hb", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
-    assert set(answer) == {"answer", "confidence", "mode", "module"}
+    assert set(answer) == {
+        "answer",
+        "confidence",
+        "evidence",
+        "mode",
+        "module",
+        "abstained",
+        "supported",
+        "latency_ms",
+        "prompt_tokens",
+    }
+    assert answer["evidence"] and answer["evidence"][0]["chunk_id"] and answer["supported"] in (True, False)
     assert answer["mode"] == "module" and answer["module"] == "hb@1" and 0 <= answer["confidence"] <= 1
 
     questions = tmp_path / "eval.jsonl"
