@@ -54,7 +54,7 @@ class Answer:
 
 def _cut(text: str) -> str:
     """A base model keeps going after its answer: keep the first line, without a trailing 'Question:'."""
-    return text.split("\n", 1)[0].split("Question:", 1)[0].strip()
+    return text.split("\n", 1)[0].split("Question:", 1)[0].strip().strip('[]*"').strip()
 
 
 def _stop_ids(tokenizer) -> list[int]:
@@ -74,6 +74,7 @@ def _decode(tokenizer, new_ids: torch.Tensor, scores: tuple) -> list[tuple[str, 
     return out
 
 
+@torch.inference_mode()
 def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, progress=None):
     """Greedy answers for prompts, batched with left padding: [(answer, p, prompt_tokens, latency_ms)]."""
     device = next(model.parameters()).device
@@ -111,6 +112,14 @@ def context_window(model) -> int:
     return int(getattr(config, "max_position_embeddings", 0) or 0)
 
 
+def _cache_kwarg(model) -> str:
+    """transformers renamed generate's `past_key_values` to `cache` in 5.x; use whichever this version takes."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
+@torch.inference_mode()
 def _generate_in_context(model, tokenizer, documents, questions, max_new_tokens: int, progress=None):
     """icl: the corpus is encoded once; each question continues from a copy of its KV cache."""
     device = next(model.parameters()).device
@@ -137,7 +146,7 @@ def _generate_in_context(model, tokenizer, documents, questions, max_new_tokens:
             out = model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
-                past_key_values=copy.deepcopy(cache),
+                **{_cache_kwarg(model): copy.deepcopy(cache)},
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 eos_token_id=_stop_ids(tokenizer),
@@ -152,9 +161,19 @@ def _generate_in_context(model, tokenizer, documents, questions, max_new_tokens:
     return results
 
 
+def _content_words(text: str) -> list[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return [w for w in normalize(text).split() if w not in STOPWORDS_EN]
+
+
 def support(answer: str, text: str) -> float:
-    """Share of the answer's normalised tokens that occur in `text` (1.0: every word of the answer is there)."""
-    words = normalize(answer).split()
+    """Share of the answer's content words (stopwords dropped) that occur in `text`: 1.0 when all of them do.
+
+    A strong sign of a made-up answer: asked what the corpus does not say, a small model still answers, but with
+    words the evidence does not contain ("Allianz", "Python", "business casual").
+    """
+    words = _content_words(answer) or normalize(answer).split()
     if not words:
         return 0.0
     present = set(normalize(text).split())

@@ -73,20 +73,64 @@ def cmd_synth(args) -> None:
     from imprint import pipeline
     from imprint.synth.records import read_records
 
+    overrides = _generator_overrides(args, _overrides(args))
+    pipeline.resolve_synth_config(args.strategy, overrides)  # a typo fails before the workspace or a model loads
     ws = _workspace(args)
-    manifest = pipeline.synth(ws, args.strategy, args.name, _overrides(args))
+    manifest = pipeline.synth(
+        ws, args.strategy, args.name, overrides, generator=args.generator, tokens=args.tokens, model=args.model
+    )
     console.print(
         f"dataset [bold]{manifest['name']}[/bold]: {manifest['n_records']} records "
         f"({manifest['by_kind']['qa']} question-answer, {manifest['by_kind']['text']} text) "
         f"from {manifest['source_chunks']} chunks"
     )
+    if "gates" in manifest:
+        _print_gates(manifest)
     if args.show:
         import random
 
         records = read_records(ws.data_dir(manifest["name"]))
         for r in random.Random(0).sample(records, min(args.show, len(records))):
             body = f"Q: {r.question}\nA: {r.answer}" if r.kind == "qa" else r.text[:400]
-            console.print(f"[dim]--- {r.id} {r.kind} from {', '.join(r.source_chunk_ids)}[/dim]\n{body}")
+            made = (
+                f" by {r.generator} with {r.meta['template']} v{r.meta['template_version']}"
+                if "template" in r.meta
+                else ""
+            )
+            console.print(f"[dim]--- {r.id} {r.kind} from {', '.join(r.source_chunk_ids)}{made}[/dim]", highlight=False)
+            console.print(body, markup=False, highlight=False)
+
+
+def _generator_overrides(args, overrides: dict) -> dict:
+    """--base-url and --generator-model are shorthands for generator.base_url and generator.model."""
+    extra = {"base_url": getattr(args, "base_url", None), "model": getattr(args, "generator_model", None)}
+    extra = {k: v for k, v in extra.items() if v}
+    if extra:
+        overrides = {**overrides, "generator": {**overrides.get("generator", {}), **extra}}
+    return overrides
+
+
+def _print_gates(manifest: dict) -> None:
+    """The kept/dropped summary of a generator strategy: per template, candidates kept and dropped by reason."""
+    gates, run = manifest["gates"], manifest["run"]
+    budget = f" of a {manifest['tokens_budget']:,} budget" if manifest.get("tokens_budget") else ""
+    console.print(
+        f"generator {manifest['generator']}: {run['units']} units ({run.get('units_cached', 0)} from the journal), "
+        f"{manifest['tokens_generated']:,} tokens generated{budget} in {run['wall_s']} s",
+        highlight=False,
+    )
+    reasons = sorted({k for step in gates["by_step"].values() for k in step} - {"kept"})
+    table = Table("template", "candidates", "kept", *reasons, title="quality gates")
+    for step, counts in gates["by_step"].items():
+        table.add_row(
+            step, str(sum(counts.values())), str(counts.get("kept", 0)), *(str(counts.get(r, 0)) for r in reasons)
+        )
+    table.add_row(
+        "all", str(gates["candidates"]), str(gates["kept"]), *(str(gates["dropped"].get(r, 0)) for r in reasons)
+    )
+    console.print(table)
+    if run.get("units_unparsed"):
+        console.print(f"[dim]{run['units_unparsed']} completions held nothing usable (no record, no follow-up)[/dim]")
 
 
 def cmd_train(args) -> None:
@@ -116,8 +160,9 @@ def cmd_learn(args) -> None:
     from imprint import pipeline
 
     overrides = _overrides(args)
-    synth_overrides = {k: v for k, v in overrides.items() if k == "synth"}
-    train_overrides = {k: v for k, v in overrides.items() if k != "synth"}
+    synth_sections = ("synth", "generator", "gates")
+    synth_overrides = _generator_overrides(args, {k: v for k, v in overrides.items() if k in synth_sections})
+    train_overrides = {k: v for k, v in overrides.items() if k not in synth_sections}
     pipeline.resolve_synth_config(args.strategy, synth_overrides)  # fail on a typo before any slow work
     pipeline.resolve_train_configs(args.method, train_overrides)
     ws = _workspace(args)
@@ -126,7 +171,15 @@ def cmd_learn(args) -> None:
         f"ingest: {len(report.added)} added, {len(report.updated)} updated, "
         f"{len(report.unchanged)} unchanged ({len(ws.chunks())} chunks in the corpus)"
     )
-    data = pipeline.synth(ws, args.strategy, f"{args.name}-{args.strategy}", synth_overrides)
+    data = pipeline.synth(
+        ws,
+        args.strategy,
+        f"{args.name}-{args.strategy}",
+        synth_overrides,
+        generator=args.generator,
+        tokens=args.tokens,
+        model=args.model,
+    )
     console.print(f"synth: {data['n_records']} records ({data['by_kind']['qa']} question-answer)")
     manifest = pipeline.train_module(
         ws, [data["name"]], args.name, args.method, args.model, train_overrides, resume=args.resume
@@ -174,7 +227,7 @@ ANSWER_FIELDS = (
 def cmd_calibrate(args) -> None:
     from imprint.answer import Answerer
     from imprint.evaluate.calibration import calibration_path, fit_calibration
-    from imprint.evaluate.metrics import token_f1
+    from imprint.evaluate.metrics import exact_match, token_f1
     from imprint.evaluate.run import load_eval_set
 
     ws = _workspace(args)
@@ -183,6 +236,8 @@ def cmd_calibrate(args) -> None:
         "system",
         "questions",
         "unanswerable",
+        "EM",
+        "F1",
         "ECE raw",
         "ECE calibrated",
         "abstains on unanswerable",
@@ -203,7 +258,15 @@ def cmd_calibrate(args) -> None:
             for i, a in zip(items, answers, strict=True)
         ]
         cal = fit_calibration(answerer.system, rows, max_answerable_abstain=args.max_abstain)
-        cal.report.update({"eval_sets": [str(p) for p in args.questions], "correct_if_f1_at_least": args.f1})
+        scored = [(i, a) for i, a in zip(items, answers, strict=True) if i.answers]
+        cal.report.update(
+            {
+                "eval_sets": [str(p) for p in args.questions],
+                "correct_if_f1_at_least": args.f1,
+                "exact_match": round(sum(exact_match(a.guess, list(i.answers)) for i, a in scored) / len(scored), 4),
+                "token_f1": round(sum(token_f1(a.guess, list(i.answers)) for i, a in scored) / len(scored), 4),
+            }
+        )
         cal.save(calibration_path(ws.root, answerer.system))
         r = cal.report
         pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
@@ -211,6 +274,8 @@ def cmd_calibrate(args) -> None:
             answerer.system,
             str(r["n"]),
             str(r["n_unanswerable"]),
+            f"{r['exact_match']:.3f}",
+            f"{r['token_f1']:.3f}",
             f"{r['ece_raw']:.3f}",
             f"{r['ece_cv']:.3f}",
             pct(r["abstain_unanswerable_cv"]),
@@ -288,6 +353,18 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--config", help="YAML file of {section: {key: value}} settings")
 
+    def generator_flags(p):
+        p.add_argument(
+            "--generator",
+            choices=["local", "openai", "none"],
+            help="who writes paraphrase/qa/entigraph/active-reading data: local (the base model in process, the "
+            "default), openai (any OpenAI-compatible endpoint; key from $IMPRINT_GENERATOR_API_KEY or "
+            "$OPENAI_API_KEY), none (rules and raw only)",
+        )
+        p.add_argument("--tokens", metavar="N", help="generation budget, e.g. 500k: spread over documents by size")
+        p.add_argument("--base-url", help="openai generator endpoint, e.g. http://127.0.0.1:8000/v1")
+        p.add_argument("--generator-model", help="openai: served model name; local: a model other than --model")
+
     p = sub.add_parser("add", help="ingest files or directories (.txt .md .html .pdf)")
     p.add_argument("paths", nargs="+")
     model_flag(p)
@@ -304,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="rules")
     p.add_argument("--name", help="dataset name (default: the strategy's name)")
     p.add_argument("--show", type=int, default=0, metavar="N", help="print N sample records")
+    generator_flags(p)
+    model_flag(p)
     config_flags(p)
     p.set_defaults(func=cmd_synth)
 
@@ -322,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="rules")
     p.add_argument("--method", default="lora")
     p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
+    generator_flags(p)
     model_flag(p)
     config_flags(p)
     p.set_defaults(func=cmd_learn)

@@ -9,8 +9,13 @@ def qa_prompt(question: str) -> str:
 
 
 def passages_block(passages: list[tuple[str, str]]) -> str:
-    """Numbered passages (title, text) as they appear in retrieval and in-context prompts."""
-    return "\n\n".join(f"[{i}] {title}\n{text.strip()}" for i, (title, text) in enumerate(passages, 1))
+    """Passages (title, text) as they appear in retrieval and in-context prompts.
+
+    Unnumbered on purpose: with "[1] ..." a small base model answers "[Name]", copying the markers.
+    """
+    return "\n\n".join(
+        f"Passage from {title!r}:\n{text.strip()}" if title else text.strip() for title, text in passages
+    )
 
 
 CONTEXT_INSTRUCTION = "Answer the question in a few words, using only the passages below.\n\n"
