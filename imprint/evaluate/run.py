@@ -1,112 +1,354 @@
-"""`imprint eval`: answer held-out questions with each system and score them on the same items.
+"""`imprint eval`: every system answers the same questions, scored on what it learned, forgot and cost.
 
-Systems are `base` (the bare model, closed book) and any number of modules (`name` or `name@version`). The
-base model is scored first, then each module is attached to a freshly loaded base, so no adapter can leak
-into the base score (or be silently missing from a module score: the manifest of each module is recorded).
+Systems are (name, mode, module) triples: `base` (closed book), `icl` (whole corpus in the prompt), `rag`
+(retrieved chunks), each module (closed book) and each `module+rag`. They are grouped by weights: the base model
+is loaded once for base/icl/rag, then each module is attached to a freshly loaded base for module and
+module+rag, so no adapter can leak into the base's scores or be silently missing from a module's (the manifest
+of each module is recorded).
+
+- learned: exact match and token F1 on open `learn` questions, log-likelihood choice accuracy on multiple-choice
+  ones, an optional LLM judge, abstention on unanswerable questions and calibration (ECE) of the confidence.
+- forgot: a property of the weights. Self-retention (see `forgetting.py`) and any `retain` benchmark are scored
+  once per weights, closed book; icl and rag leave the base weights untouched, so they share the base's
+  retention (no forgetting by construction) and module+rag shares its module's.
+- cost: training wall time and tokens, module bytes, answer latency p50/p95 and prompt tokens per answer.
+
+A leakage check runs before any answering and stops the run when an eval question is in the training data.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from imprint.answer import answer_questions
 from imprint.errors import ImprintError
-from imprint.evaluate.metrics import exact_match, token_f1
+from imprint.evaluate.choice import score_choice_items
+from imprint.evaluate.evalset import EvalItem, load_eval_set, load_eval_sets
+from imprint.evaluate.forgetting import compare_to_base, retention_samples, run_lm_eval, score_samples
+from imprint.evaluate.leakage import describe, leakage_report, training_records
+from imprint.evaluate.metrics import exact_match, mean, percentile, token_f1
 from imprint.models import DEFAULT_MODEL, load_base
 from imprint.progress import Bar
 
+__all__ = ["SystemSpec", "evaluate", "load_eval_set", "plan_systems"]
+
+SCHEMA_VERSION = 1
+MODES = ("base", "icl", "rag", "module", "module+rag")
+NEEDS_RETRIEVER = {"rag", "module+rag"}
+
 
 @dataclass(frozen=True)
-class EvalItem:
-    id: str
-    question: str
-    answers: tuple[str, ...]
-    split: str = "learn"
+class SystemSpec:
+    name: str
+    mode: str
+    module: str | None = None  # "name@version" for module and module+rag
+
+    @property
+    def weights(self) -> str:
+        """Which weights answer: the base's, or a module's (systems with the same weights share retention)."""
+        return self.module or "base"
 
 
-def load_eval_set(path: str | Path) -> list[EvalItem]:
-    path = Path(path)
-    if not path.is_file():
-        raise ImprintError(f"eval set {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ImprintError(f"eval set {path} is not UTF-8 text: expected JSONL, one question per line") from None
-    items = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-            answers = tuple(raw["answers"])
-            items.append(
-                EvalItem(str(raw.get("id", f"{path.stem}-{n}")), raw["question"], answers, raw.get("split", "learn"))
-            )
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ImprintError(f"{path}:{n}: each line must be JSON with 'question' and 'answers' ({exc})") from None
-    if not items:
-        raise ImprintError(f"eval set {path} holds no questions")
-    return items
+def plan_systems(modules: list[str], modes: list[str] | tuple[str, ...] = MODES) -> list[SystemSpec]:
+    """The systems of one run, base-weight systems first: base, icl, rag, then module, module+rag per module."""
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise ImprintError(f"unknown system mode {', '.join(unknown)}: use {', '.join(MODES)}")
+    specs = [SystemSpec(m, m) for m in ("base", "icl", "rag") if m in modes]
+    for module in modules:
+        if "module" in modes:
+            specs.append(SystemSpec(module, "module", module))
+        if "module+rag" in modes:
+            specs.append(SystemSpec(f"{module}+rag", "module+rag", module))
+    return specs
 
 
-def score_system(name: str, model, tokenizer, items: list[EvalItem], mode: str) -> dict:
-    with Bar(f"eval {name}", unit="questions") as bar:
-        answers = answer_questions(
+def _answer(model, tokenizer, questions: list[str], spec: SystemSpec, context: dict, label: str):
+    from imprint.answer import answer_questions
+
+    kwargs = {}
+    if spec.mode in NEEDS_RETRIEVER or (spec.mode == "module" and context.get("retriever") is not None):
+        kwargs["retriever"] = context.get("retriever")
+    if spec.mode == "icl":
+        kwargs["corpus"] = context["corpus"]
+    with Bar(label, unit="questions") as bar:
+        return answer_questions(
             model,
             tokenizer,
-            [i.question for i in items],
-            mode=mode,
-            module=None if mode == "base" else name,
+            questions,
+            mode=spec.mode,
+            module=spec.module,
             progress=lambda done, total: bar.update(done, total),
+            **kwargs,
         )
+
+
+def _open_rows(items: list[EvalItem], answers) -> list[dict]:
     rows = []
     for item, ans in zip(items, answers, strict=True):
+        gold = list(item.answers)
         rows.append(
             {
                 "id": item.id,
                 "question": item.question,
-                "gold": list(item.answers),
+                "split": item.split,
+                "answerable": item.answerable,
+                "gold": gold,
                 "answer": ans.answer,
                 "confidence": ans.confidence,
-                "em": exact_match(ans.answer, list(item.answers)),
-                "f1": token_f1(ans.answer, list(item.answers)),
+                "abstained": bool(getattr(ans, "abstained", False)),
+                "supported": getattr(ans, "supported", None),
+                "evidence": list(getattr(ans, "evidence", []) or []),
+                "em": exact_match(ans.answer, gold) if item.answerable else None,
+                "f1": token_f1(ans.answer, gold) if item.answerable else None,
                 "latency_ms": ans.latency_ms,
+                "prompt_tokens": getattr(ans, "prompt_tokens", None),
             }
         )
-    scored = [r for r in rows if r["gold"]]
-    latencies = sorted(r["latency_ms"] for r in rows)
+    return rows
+
+
+def _r(value, digits: int = 4):
+    return None if value is None else round(value, digits)
+
+
+def learned_metrics(rows: list[dict], choice_rows: list[dict]) -> dict:
+    """Scores over one system's `learn` rows: open EM/F1, choice accuracy, abstention, ECE, judge."""
+    answerable = [r for r in rows if r["answerable"]]
+    unanswerable = [r for r in rows if not r["answerable"]]
+    out = {
+        "n": len(answerable),
+        "exact_match": _r(mean([r["em"] for r in answerable])),
+        "token_f1": _r(mean([r["f1"] for r in answerable])),
+        "n_choice": len(choice_rows),
+        "choice_accuracy": _r(mean([r["correct"] for r in choice_rows])),
+        "choice_accuracy_norm": _r(mean([r["correct_norm"] for r in choice_rows])),
+        "n_unanswerable": len(unanswerable),
+        "abstention_unanswerable": _r(mean([float(r["abstained"]) for r in unanswerable])),
+        "abstention_answerable": _r(mean([float(r["abstained"]) for r in answerable])),
+        "ece": None,
+        "judge_accuracy": _r(mean([r["judge"] for r in answerable if r.get("judge") is not None])),
+    }
+    ece = _calibration()
+    if answerable and ece is not None:
+        out["ece"] = _r(ece([r["confidence"] for r in answerable], [r["em"] for r in answerable]))
+    return out
+
+
+def _calibration():
+    try:
+        from imprint.evaluate.calibration import expected_calibration_error
+    except ImportError:  # lands with the answer modes (issue 5)
+        return None
+    return expected_calibration_error
+
+
+def cost_metrics(rows: list[dict], manifest: dict | None) -> dict:
+    latencies = [r["latency_ms"] for r in rows]
+    metrics = (manifest or {}).get("metrics", {})
     return {
-        "system": name,
-        "mode": mode,
-        "n": len(scored),
-        "exact_match": round(statistics.fmean(r["em"] for r in scored), 4) if scored else None,
-        "token_f1": round(statistics.fmean(r["f1"] for r in scored), 4) if scored else None,
-        "latency_ms_p50": latencies[len(latencies) // 2],
-        "rows": rows,
+        "train_wall_s": metrics.get("wall_s"),
+        "train_tokens": metrics.get("tokens"),
+        "module_bytes": (manifest or {}).get("module_bytes"),
+        "latency_ms_p50": _r(percentile(latencies, 50), 1),
+        "latency_ms_p95": _r(percentile(latencies, 95), 1),
+        "prompt_tokens_mean": _r(mean([r["prompt_tokens"] for r in rows if r["prompt_tokens"] is not None]), 1),
     }
 
 
-def evaluate(ws, eval_path: str | Path, modules: list[str], model: str = DEFAULT_MODEL, include_base: bool = True):
-    """Score `base` and each module on the same questions; returns the scorecard dict."""
+def _benchmarks(model, tokenizer, items: list[EvalItem], spec: SystemSpec, context: dict) -> dict:
+    """Retention benchmarks (split: retain), closed book, per source file."""
+    out = {}
+    for source in sorted({i.source for i in items}):
+        mine = [i for i in items if i.source == source]
+        open_items = [i for i in mine if not i.is_choice]
+        choice_items = [i for i in mine if i.is_choice]
+        result: dict = {"n": len(mine)}
+        if open_items:
+            answers = _answer(model, tokenizer, [i.question for i in open_items], spec, context, f"retain {source}")
+            rows = _open_rows(open_items, answers)
+            result.update(exact_match=_r(mean([r["em"] for r in rows])), token_f1=_r(mean([r["f1"] for r in rows])))
+        if choice_items:
+            with Bar(f"retain {source}", unit="questions") as bar:
+                rows = score_choice_items(model, tokenizer, choice_items, progress=bar.update)
+            result.update(
+                choice_accuracy=_r(mean([r["correct"] for r in rows])),
+                choice_accuracy_norm=_r(mean([r["correct_norm"] for r in rows])),
+            )
+        out[source] = result
+    return out
+
+
+def _with_deltas(benchmarks: dict, base: dict) -> dict:
+    for source, result in benchmarks.items():
+        for key in ("exact_match", "token_f1", "choice_accuracy", "choice_accuracy_norm"):
+            if result.get(key) is not None and base.get(source, {}).get(key) is not None:
+                result[f"{key}_delta"] = round(result[key] - base[source][key], 4)
+    return benchmarks
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    modes: tuple[str, ...] = MODES
+    retain_limit: int | None = None  # items sampled from each retention file (None: all)
+    retention_samples: int = 32  # base-model samples for self-retention
+    retention_tokens: int = 64
+    lm_eval_tasks: tuple[str, ...] = ()
+    lm_eval_limit: int | None = None
+    allow_leakage: bool = False
+
+
+def _context(ws, specs: list[SystemSpec]) -> tuple[dict, dict[str, str]]:
+    """What the answer modes need: a retriever (rag, module+rag; module uses it to check support), the corpus."""
+    context: dict = {"retriever": None, "corpus": None}
+    skipped: dict[str, str] = {}
+    if any(s.mode in NEEDS_RETRIEVER | {"module"} for s in specs):
+        try:
+            from imprint.retrieval import Retriever
+        except ImportError:
+            for s in specs:
+                if s.mode in NEEDS_RETRIEVER:
+                    skipped[s.name] = "retrieval (imprint.retrieval) is not available in this install"
+        else:
+            context["retriever"] = Retriever.open(ws)
+    if any(s.mode == "icl" for s in specs):
+        context["corpus"] = "\n\n".join(d.text for d in ws.documents())
+    return context, skipped
+
+
+def score_system(spec: SystemSpec, model, tokenizer, items: list[EvalItem], context: dict, judge=None) -> dict:
+    """Answer and score one system's `learn` items; returns its rows and learned metrics."""
+    open_items = [i for i in items if not i.is_choice]
+    choice_items = [i for i in items if i.is_choice]
+    rows: list[dict] = []
+    if open_items:
+        answers = _answer(model, tokenizer, [i.question for i in open_items], spec, context, f"eval {spec.name}")
+        rows = _open_rows(open_items, answers)
+        if judge is not None:
+            graded = [r for r in rows if r["answerable"]]
+            verdicts = judge.grade([(r["question"], r["gold"], r["answer"]) for r in graded])
+            for row, verdict in zip(graded, verdicts, strict=True):
+                row["judge"] = verdict
+    choice_rows: list[dict] = []
+    if choice_items:
+        with Bar(f"choices {spec.name}", unit="questions") as bar:
+            choice_rows = score_choice_items(model, tokenizer, choice_items, progress=bar.update)
+    return {"rows": rows, "choice_rows": choice_rows, "learned": learned_metrics(rows, choice_rows)}
+
+
+def _forgot(model, tokenizer, weights: str, retain: list[EvalItem], base_ref: dict, options: EvalOptions, ctx):
+    """Retention of one set of weights: self-samples against the base, benchmarks, lm-eval tasks."""
+    scored = score_samples(model, base_ref["samples"])
+    if weights == "base":
+        base_ref["scored"] = scored
+    spec = SystemSpec(weights, "base" if weights == "base" else "module", None if weights == "base" else weights)
+    benchmarks = _benchmarks(model, tokenizer, retain, spec, ctx) if retain else {}
+    if weights == "base":
+        base_ref["benchmarks"] = benchmarks
+    out = {
+        "self": compare_to_base(scored, base_ref["scored"]),
+        "benchmarks": _with_deltas(benchmarks, base_ref["benchmarks"]),
+    }
+    if options.lm_eval_tasks:
+        out["lm_eval"] = _lm_eval(weights, base_ref, options)
+    return out
+
+
+def _lm_eval(weights: str, base_ref: dict, options: EvalOptions) -> dict:
+    from imprint.models import resolve_model_dir
+
+    base_dir = resolve_model_dir(base_ref["name"])
+    if base_dir is None:
+        return {"skipped": f"base model {base_ref['name']} has no model directory for lm-evaluation-harness"}
+    manifest = base_ref["manifests"].get(weights)
+    if manifest is not None and manifest["method"] != "lora":
+        return {"skipped": f"lm-evaluation-harness loads PEFT adapters; a {manifest['method']} module is not one"}
+    adapter = str(base_ref["module_dirs"][weights]) if manifest is not None else None
+    return run_lm_eval(str(base_dir), adapter, list(options.lm_eval_tasks), options.lm_eval_limit)
+
+
+def evaluate(
+    ws, eval_paths, modules: list[str], model: str = DEFAULT_MODEL, options: EvalOptions | None = None, judge=None
+) -> dict:
+    """Score every system on the same questions; returns the scorecard dict (see the module docstring)."""
     from imprint.pipeline import load_module, module_entry
 
-    items = load_eval_set(eval_path)
-    systems = []
-    if include_base:
-        base_name = model
-        if modules:  # compare against the base the modules were trained on
-            base_name = module_entry(ws, modules[0]).base_model
-        base = load_base(base_name)
-        systems.append(score_system("base", base.model, base.tokenizer, items, "base"))
-        del base
+    options = options or EvalOptions()
+    paths = [eval_paths] if isinstance(eval_paths, str | Path) else list(eval_paths)
+    items = load_eval_sets(paths, options.retain_limit)
+    learn = [i for i in items if i.split == "learn"]
+    retain = [i for i in items if i.split == "retain"]
+    manifests, module_dirs = {}, {}
     for spec in modules:
-        module_model, tokenizer, manifest = load_module(ws, spec)
-        result = score_system(f"{manifest['name']}@{manifest['version']}", module_model, tokenizer, items, "module")
-        result["module"] = {k: manifest[k] for k in ("name", "version", "method", "base_model", "corpus_version")}
-        result["train"] = {k: manifest["metrics"].get(k) for k in ("wall_s", "tokens", "tokens_per_s")}
-        result["module_bytes"] = manifest.get("module_bytes")
-        systems.append(result)
-    return {"eval_set": str(eval_path), "n_questions": len(items), "systems": systems}
+        directory = Path(module_entry(ws, spec).path)
+        manifest = json.loads((directory / "manifest.json").read_text())
+        label = f"{manifest['name']}@{manifest['version']}"
+        manifests[label], module_dirs[label] = manifest, directory
+    bases = sorted({m["base_model"] for m in manifests.values()})
+    if len(bases) > 1:
+        raise ImprintError(f"modules were trained on different base models ({', '.join(bases)}): eval them apart")
+    base_name = bases[0] if bases else model
+
+    leakage = leakage_report(items, training_records(ws, list(manifests.values())))
+    if not leakage["ok"] and not options.allow_leakage:
+        raise ImprintError(f"{describe(leakage)}; fix the eval set, or pass --allow-leakage to score it flagged")
+
+    specs = plan_systems(list(manifests), options.modes)
+    context, skipped = _context(ws, specs)
+    base_ref: dict = {"name": base_name, "manifests": manifests, "module_dirs": module_dirs}
+    systems = []
+    for weights in ["base", *manifests]:
+        group = [s for s in specs if s.weights == weights and s.name not in skipped]
+        if weights == "base":
+            base = load_base(base_name)
+            model_, tokenizer, manifest = base.model, base.tokenizer, None
+            base_ref["samples"] = retention_samples(base, options.retention_samples, options.retention_tokens)
+        else:
+            model_, tokenizer, manifest = load_module(ws, weights)
+        forgot = _forgot(model_, tokenizer, weights, retain, base_ref, options, context)
+        for spec in group:
+            try:
+                result = score_system(spec, model_, tokenizer, learn, context, judge)
+            except ImprintError as exc:  # e.g. icl: the corpus does not fit the context window
+                skipped[spec.name] = str(exc)
+                continue
+            systems.append(
+                {
+                    "system": spec.name,
+                    "mode": spec.mode,
+                    "module": spec.module,
+                    "weights": weights,
+                    **result["learned"],
+                    "forgot": forgot,
+                    "cost": cost_metrics(result["rows"], manifest),
+                    "rows": result["rows"],
+                    "choice_rows": result["choice_rows"],
+                }
+            )
+        del model_
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "eval_sets": [str(p) for p in paths],
+        "eval_set": ", ".join(str(p) for p in paths),
+        "base_model": base_name,
+        "n_questions": len(learn),
+        "n_retain": len(retain),
+        "leakage": leakage,
+        "retention": {
+            "samples": len(base_ref["samples"]),
+            "tokens": sum(len(s["sample_ids"]) for s in base_ref["samples"]),
+            "note": "base model's own temperature-1 samples on held-out general prompts; "
+            "nll_delta estimates KL(base || system) per token",
+        },
+        "modules": {label: _module_summary(m) for label, m in manifests.items()},
+        "skipped": skipped,
+        "systems": systems,
+    }
+
+
+def _module_summary(manifest: dict) -> dict:
+    keys = ("name", "version", "method", "base_model", "corpus_version", "datasets", "n_records", "module_bytes")
+    return {**{k: manifest.get(k) for k in keys}, "metrics": manifest.get("metrics", {})}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from imprint.evaluate.metrics import exact_match, normalize, token_f1
+from imprint.evaluate.metrics import exact_match, mean, normalize, percentile, token_f1
 
 
 def test_normalize_drops_case_punctuation_and_articles():
@@ -23,3 +23,23 @@ def test_normalize_drops_case_punctuation_and_articles():
 def test_exact_match_and_f1(prediction, answers, em, f1):
     assert exact_match(prediction, answers) == em
     assert token_f1(prediction, answers) == pytest.approx(f1)
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([10, 20, 30, 40], 50, 25.0),  # rank 1.5: halfway between 20 and 30
+        ([10, 20, 30, 40], 95, 38.5),  # rank 2.85: 30 + 0.85 * 10
+        ([10, 20, 30, 40], 0, 10.0),
+        ([10, 20, 30, 40], 100, 40.0),
+        ([40, 10, 30, 20], 50, 25.0),  # order does not matter
+        ([7], 95, 7.0),
+        ([], 50, None),
+    ],
+)
+def test_percentile_interpolates_between_ranks(values, q, expected):
+    assert percentile(values, q) == pytest.approx(expected) if expected is not None else percentile(values, q) is None
+
+
+def test_mean_skips_missing_values():
+    assert mean([1.0, None, 0.0]) == 0.5 and mean([None]) is None and mean([]) is None

@@ -1,0 +1,181 @@
+"""What a module made the base model forget, measured without any external data (and with it, when given).
+
+Self-retention: the base model samples continuations of general prompts (held out from the training replay
+prompts, with another seed; cached per base model like replay samples). Every system's weights then score those
+exact token sequences:
+
+- `nll`: mean negative log-likelihood per sampled token. Samples are drawn at temperature 1 from the base, so
+  `nll(module) - nll(base)` estimates the per-token KL divergence KL(base || module) on general text: how far
+  training moved the model where the corpus says nothing.
+- `top1_agreement`: the fraction of positions where the module's most likely next token is the base's.
+
+A user's general benchmark in the eval-set format (`split: retain`, e.g. NQ-open and MMLU samples) is scored like
+the learned questions, before (base) and after (module). lm-evaluation-harness tasks run when `lm_eval` is
+importable, with a LoRA module loaded as a PEFT adapter by lm_eval's own `HFLM(peft=...)`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from imprint.models import cache_root, wants_autocast
+from imprint.progress import Bar
+
+# General prompts for retention, disjoint from imprint.train.replay.PROMPTS (tested): a module trained with
+# replay must not be graded on the prompts it replayed.
+RETENTION_PROMPTS = [
+    "The causes of the First World War",
+    "Cells divide by",
+    "The Pythagorean theorem states",
+    "To bake bread at home,",
+    "The Sahara Desert",
+    "Light travels at",
+    "The American Civil War",
+    "An operating system manages",
+    "The human brain",
+    "Charles Dickens",
+    "The capital of Australia",
+    "Magnetism is",
+    "When learning to play the piano,",
+    "Saturn's rings",
+    "The Nile river",
+    "Regular exercise",
+    "Plate tectonics explains",
+    "In finance, an interest rate",
+    "The pyramids of Giza",
+    "Antibiotics are",
+    "The Atlantic Ocean",
+    "A sonnet has",
+    "The steam engine",
+    "Friction is a force",
+    "Question: What is the largest planet in the solar system?\nAnswer:",
+    "Question: Who wrote Pride and Prejudice?\nAnswer:",
+    "Question: How many legs does a spider have?\nAnswer:",
+    "Question: What is the chemical symbol for gold?\nAnswer:",
+    "To whom it may concern,",
+    "It was a dark and stormy night",
+    "The stock market",
+    "for i in range(10):",
+]
+
+
+def _cache_file(model_name: str, n: int, max_new_tokens: int, seed: int) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("_")[-80:]
+    return cache_root() / "retention" / f"{safe}-n{n}-t{max_new_tokens}-s{seed}.jsonl"
+
+
+@torch.inference_mode()
+def retention_samples(base, n: int = 32, max_new_tokens: int = 64, seed: int = 1234) -> list[dict]:
+    """The base model's own samples (temperature 1) on held-out general prompts: `{prompt_ids, sample_ids, text}`.
+
+    Cached per base model and settings, so every eval of modules on this base scores the same sequences.
+    """
+    path = _cache_file(base.name, n, max_new_tokens, seed)
+    if path.exists():
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    model, tokenizer = base.model, base.tokenizer
+    device = next(model.parameters()).device
+    stop = tokenizer.eos_token_id
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    samples = []
+    try:
+        with Bar("retention samples", unit="prompts") as bar:
+            for i in range(n):
+                prompt = RETENTION_PROMPTS[i % len(RETENTION_PROMPTS)]
+                ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)
+                out = model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=True,
+                    temperature=1.0,
+                    top_p=1.0,
+                    top_k=0,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+                sample = [t for t in out[0, ids.shape[1] :].tolist() if t != stop]
+                if sample:
+                    samples.append(
+                        {
+                            "prompt": prompt,
+                            "prompt_ids": ids[0].tolist(),
+                            "sample_ids": sample,
+                            "text": tokenizer.decode(sample, skip_special_tokens=True),
+                        }
+                    )
+                bar.update(i + 1, n)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")
+    tmp.replace(path)
+    return samples
+
+
+@torch.inference_mode()
+def score_samples(model, samples: list[dict]) -> dict:
+    """Per-token log-likelihood of each sample and the model's top-1 next token at each sampled position."""
+    model.eval()
+    device = next(model.parameters()).device
+    nll_sum, n_tokens, top1 = 0.0, 0, []
+    for s in samples:
+        ids = torch.tensor([s["prompt_ids"] + s["sample_ids"]], device=device)
+        keep = len(s["sample_ids"]) + 1
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=wants_autocast(model)):
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=keep).logits
+        logprobs = logits[0, -keep:-1].float().log_softmax(-1)  # positions predicting each sampled token
+        target = torch.tensor(s["sample_ids"], device=logprobs.device)
+        nll_sum -= float(logprobs.gather(-1, target.unsqueeze(-1)).sum())
+        n_tokens += len(s["sample_ids"])
+        top1.append(logprobs.argmax(-1).cpu())
+    return {"nll": nll_sum / max(1, n_tokens), "tokens": n_tokens, "top1": top1}
+
+
+def compare_to_base(scored: dict, base_scored: dict) -> dict:
+    """NLL, its change from the base (the KL estimate), and top-1 next-token agreement with the base."""
+    same = sum(int((a == b).sum()) for a, b in zip(scored["top1"], base_scored["top1"], strict=True))
+    total = sum(len(a) for a in base_scored["top1"])
+    return {
+        "nll": round(scored["nll"], 4),
+        "nll_delta": round(scored["nll"] - base_scored["nll"], 4),
+        "top1_agreement": round(same / max(1, total), 4),
+        "tokens": scored["tokens"],
+    }
+
+
+def lm_eval_available() -> bool:
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_lm_eval(pretrained: str, adapter: str | None, tasks: list[str], limit: int | None = None) -> dict:
+    """Run lm-evaluation-harness tasks on a base model directory, with a PEFT adapter directory when given.
+
+    Returns `{task: {metric: value}}`, or `{"skipped": reason}` when the harness is not installed. The adapter is
+    passed as lm_eval's own `peft=` argument, so the harness (not imprint) loads it: a fine-tuned score equal to
+    the base's then means the module changed nothing, not that it was never attached.
+    """
+    if not lm_eval_available():
+        return {"skipped": "lm-evaluation-harness is not installed (pip install lm-eval)"}
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    kwargs = {"pretrained": pretrained, "dtype": "bfloat16", "batch_size": 8, "device": "cpu"}
+    if torch.cuda.is_available():
+        kwargs["device"] = "cuda"
+    if adapter:
+        kwargs["peft"] = adapter
+    results = simple_evaluate(model=HFLM(**kwargs), tasks=tasks, limit=limit)["results"]
+    return {
+        task: {k: round(v, 4) for k, v in metrics.items() if isinstance(v, int | float) and "stderr" not in k}
+        for task, metrics in results.items()
+    }

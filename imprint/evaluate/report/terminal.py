@@ -1,0 +1,74 @@
+"""The scorecard as a terminal table (rich): one row per system, learned | forgot | cost."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _f(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _retention(forgot: dict) -> str:
+    parts = []
+    for source, b in forgot["benchmarks"].items():
+        key = "choice_accuracy_norm" if "choice_accuracy_norm" in b else "exact_match"
+        delta = b.get(f"{key}_delta")
+        parts.append(f"{source} {_f(b.get(key))} ({'+' if (delta or 0) >= 0 else ''}{_f(delta)})")
+    return "\n".join(parts) or "-"
+
+
+def scorecard_table(card: dict) -> Table:
+    table = Table(
+        "system",
+        "EM",
+        "F1",
+        "choice",
+        "abstain\nunansw.",
+        "ECE",
+        "top-1 agree\nwith base",
+        "ΔNLL",
+        "retention (Δ)",
+        "train s",
+        "module MB",
+        "p50/p95 ms",
+        "prompt\ntokens",
+        title=f"learned | forgot | cost: {card['n_questions']} questions from {card['eval_set']}",
+    )
+    for s in card["systems"]:
+        forgot, cost = s["forgot"], s["cost"]
+        size = None if cost["module_bytes"] is None else cost["module_bytes"] / 1e6
+        table.add_row(
+            f"{s['system']} [dim]{s['mode']}[/dim]",
+            _f(s["exact_match"]),
+            _f(s["token_f1"]),
+            _f(s["choice_accuracy_norm"]),
+            _f(s["abstention_unanswerable"], 2),
+            _f(s["ece"]),
+            _f(forgot["self"]["top1_agreement"]),
+            _f(forgot["self"]["nll_delta"], 4),
+            _retention(forgot),
+            _f(cost["train_wall_s"], 0),
+            _f(size, 1),
+            f"{_f(cost['latency_ms_p50'], 0)}/{_f(cost['latency_ms_p95'], 0)}",
+            _f(cost["prompt_tokens_mean"], 0),
+        )
+    return table
+
+
+def print_scorecard(card: dict, console: Console) -> None:
+    leak = card["leakage"]
+    if not leak["ok"]:
+        console.print(
+            f"[bold red]LEAKAGE: {len(leak['leaked_items'])} eval question(s) are in the training data "
+            f"({', '.join(leak['leaked_items'][:8])}): their scores measure memorisation[/bold red]"
+        )
+    console.print(scorecard_table(card))
+    for name, reason in card.get("skipped", {}).items():
+        console.print(f"[yellow]not scored: {name}: {reason}[/yellow]")
+    if leak["ok"]:
+        console.print(
+            f"[dim]leakage check: none of {leak['checked_items']} eval items in {leak['checked_records']} "
+            f"training records[/dim]"
+        )

@@ -1,0 +1,93 @@
+"""The LLM judge through the official openai client against a real OpenAI-compatible HTTP server on 127.0.0.1.
+
+The server stands in for the judging model (an external service): it grades by reading the prompt it is sent,
+so the test checks what imprint sends, what it parses back, and how it fails.
+"""
+
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from imprint.errors import ImprintError
+from imprint.evaluate.judge import openai_judge, parse_verdict
+from imprint.evaluate.metrics import normalize
+
+seen: list[dict] = []
+
+
+def judge_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    def chat(body: dict):
+        seen.append(body)
+        prompt = body["messages"][-1]["content"]
+        fields = dict(line.split(": ", 1) for line in prompt.splitlines() if ": " in line)
+        gold = [normalize(g) for g in fields["Accepted answers"].split(" | ")]
+        answer = normalize(fields["System's answer"])
+        reply = "I cannot tell" if "maybe" in answer else ("CORRECT" if any(g in answer for g in gold) else "INCORRECT")
+        return {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+        }
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def server():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(judge_app(), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/v1"
+    srv.should_exit = True
+    thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("reply", "verdict"),
+    [("CORRECT", 1.0), ("incorrect.", 0.0), ("Correct - same date", 1.0), ("INCORRECT, not CORRECT", 0.0), ("?", None)],
+)
+def test_parse_verdict(reply, verdict):
+    assert parse_verdict(reply) == verdict
+
+
+def test_judge_grades_over_http(server):
+    seen.clear()
+    judge = openai_judge(server, "grader")
+    verdicts = judge.grade(
+        [
+            ("Who is the CFO?", ["Priya Raman", "Raman"], "It is Priya Raman, since 2019"),
+            ("Who is the CFO?", ["Priya Raman"], "Orla Quennell"),
+            ("How many days?", ["27"], "maybe 27"),
+            ("How many days?", ["27"], "   "),
+        ]
+    )
+    assert verdicts == [1.0, 0.0, None, 0.0]
+    assert len(seen) == 3  # the empty answer is wrong without asking
+    assert all(b["model"] == "grader" and b["temperature"] == 0.0 for b in seen)
+    assert "Accepted answers: Priya Raman | Raman" in seen[0]["messages"][0]["content"] or any(
+        "Accepted answers: Priya Raman | Raman" in b["messages"][0]["content"] for b in seen
+    )
+
+
+def test_unreachable_judge_is_a_one_line_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    judge = openai_judge(f"http://127.0.0.1:{port}/v1", "grader")
+    judge.generator.client = judge.generator.client.with_options(max_retries=0, timeout=5)
+    with pytest.raises(ImprintError, match="the LLM judge failed"):
+        judge.grade([("q?", ["a"], "a")])
