@@ -81,3 +81,28 @@ def test_other_methods_train_and_answer_on_the_real_model(method_name, settings,
         expected = model(**probe).logits
         reloaded = method.load(load_base("gemma-3-270m").model, tmp_path)
         assert torch.equal(reloaded(**probe).logits, expected)
+
+
+def test_rag_reads_the_answer_the_closed_book_model_does_not_know(tmp_path):
+    """On an invented company, retrieval gives the embedded model facts it cannot know, and the evidence holds them."""
+    from imprint.ingest import chunk_text
+    from imprint.retrieval import Retriever
+    from imprint.workspace import Workspace
+
+    text = (
+        "Quorvane Limited makes tidal sensors. Hamish Oyelaran-Birch has been the chief financial officer of "
+        "Quorvane since March 2019. The Quorvane office in Tromso has 58 employees.\n\n"
+        "Quorvane employees receive 31 days of paid annual leave. Unused leave expires at the end of April."
+    )
+    ws = Workspace.open(tmp_path / "ws")
+    ws.put_document("/docs/quorvane.md", "Quorvane", text, chunk_text(text, lambda s: len(s.split()), 30))
+    base = load_base("gemma-3-270m")
+    questions = ["Who is the chief financial officer of Quorvane?", "How many employees work in the Tromso office?"]
+    gold = ["oyelaran-birch", "58"]
+    closed = answer_questions(base.model, base.tokenizer, questions, "base")
+    rag = answer_questions(base.model, base.tokenizer, questions, "rag", retriever=Retriever.open(ws))
+    assert sum(g in a.answer.lower() for g, a in zip(gold, closed, strict=True)) == 0
+    assert sum(g in a.answer.lower() for g, a in zip(gold, rag, strict=True)) == 2
+    assert all(
+        a.supported and g in " ".join(e["quote"].lower() for e in a.evidence) for g, a in zip(gold, rag, strict=True)
+    )
