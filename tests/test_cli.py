@@ -60,7 +60,7 @@ def test_learn_then_ask_and_eval_on_tiny(ws_dir, corpus, tmp_path, capsys):
 
     questions = tmp_path / "eval.jsonl"
     questions.write_text(json.dumps({"question": "Who is the CFO?", "answers": ["Priya Raman"]}) + "\n")
-    assert main(["eval", str(questions), "--module", "hb", "--json"]) == 0
+    assert main(["eval", str(questions), "--module", "hb", "--systems", "base,module", "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert set(scores) == {"base", "hb@1"} and all(s["n"] == 1 for s in scores.values())
 

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from imprint.answer import RETRIEVAL_MODES, system_name
 from imprint.errors import ImprintError
+from imprint.evaluate.calibration import expected_calibration_error, load_calibration
 from imprint.evaluate.choice import score_choice_items
 from imprint.evaluate.evalset import EvalItem, load_eval_set, load_eval_sets
 from imprint.evaluate.forgetting import compare_to_base, retention_samples, run_lm_eval, score_samples
@@ -36,7 +38,6 @@ __all__ = ["SystemSpec", "evaluate", "load_eval_set", "plan_systems"]
 
 SCHEMA_VERSION = 1
 MODES = ("base", "icl", "rag", "module", "module+rag")
-NEEDS_RETRIEVER = {"rag", "module+rag"}
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,10 @@ def plan_systems(modules: list[str], modes: list[str] | tuple[str, ...] = MODES)
 
 
 def _answer(model, tokenizer, questions: list[str], spec: SystemSpec, context: dict, label: str):
+    """Answer as `imprint ask` would in this mode: with the workspace's retriever (evidence, support) and the
+    system's fitted calibration (confidence, abstention). `context` without a retriever answers bare."""
     from imprint.answer import answer_questions
 
-    kwargs = {}
-    if spec.mode in NEEDS_RETRIEVER or (spec.mode == "module" and context.get("retriever") is not None):
-        kwargs["retriever"] = context.get("retriever")
-    if spec.mode == "icl":
-        kwargs["corpus"] = context["corpus"]
     with Bar(label, unit="questions") as bar:
         return answer_questions(
             model,
@@ -80,8 +78,10 @@ def _answer(model, tokenizer, questions: list[str], spec: SystemSpec, context: d
             questions,
             mode=spec.mode,
             module=spec.module,
+            retriever=context.get("retriever"),
+            corpus=context.get("corpus") if spec.mode == "icl" else None,
+            calibration=context.get("calibrations", {}).get(spec.name),
             progress=lambda done, total: bar.update(done, total),
-            **kwargs,
         )
 
 
@@ -131,18 +131,10 @@ def learned_metrics(rows: list[dict], choice_rows: list[dict]) -> dict:
         "ece": None,
         "judge_accuracy": _r(mean([r["judge"] for r in answerable if r.get("judge") is not None])),
     }
-    ece = _calibration()
-    if answerable and ece is not None:
-        out["ece"] = _r(ece([r["confidence"] for r in answerable], [r["em"] for r in answerable]))
+    if answerable:
+        confidences, correct = [r["confidence"] for r in answerable], [r["em"] for r in answerable]
+        out["ece"] = _r(expected_calibration_error(confidences, correct))
     return out
-
-
-def _calibration():
-    try:
-        from imprint.evaluate.calibration import expected_calibration_error
-    except ImportError:  # lands with the answer modes (issue 5)
-        return None
-    return expected_calibration_error
 
 
 def cost_metrics(rows: list[dict], manifest: dict | None) -> dict:
@@ -158,8 +150,8 @@ def cost_metrics(rows: list[dict], manifest: dict | None) -> dict:
     }
 
 
-def _benchmarks(model, tokenizer, items: list[EvalItem], spec: SystemSpec, context: dict) -> dict:
-    """Retention benchmarks (split: retain), closed book, per source file."""
+def _benchmarks(model, tokenizer, items: list[EvalItem], spec: SystemSpec) -> dict:
+    """Retention benchmarks (split: retain), closed book with no retriever or abstention, per source file."""
     out = {}
     for source in sorted({i.source for i in items}):
         mine = [i for i in items if i.source == source]
@@ -167,7 +159,8 @@ def _benchmarks(model, tokenizer, items: list[EvalItem], spec: SystemSpec, conte
         choice_items = [i for i in mine if i.is_choice]
         result: dict = {"n": len(mine)}
         if open_items:
-            answers = _answer(model, tokenizer, [i.question for i in open_items], spec, context, f"retain {source}")
+            questions = [i.question for i in open_items]
+            answers = _answer(model, tokenizer, questions, spec, {}, f"retain {source}")  # bare: no retriever
             rows = _open_rows(open_items, answers)
             result.update(exact_match=_r(mean([r["em"] for r in rows])), token_f1=_r(mean([r["f1"] for r in rows])))
         if choice_items:
@@ -200,22 +193,30 @@ class EvalOptions:
     allow_leakage: bool = False
 
 
-def _context(ws, specs: list[SystemSpec]) -> tuple[dict, dict[str, str]]:
-    """What the answer modes need: a retriever (rag, module+rag; module uses it to check support), the corpus."""
-    context: dict = {"retriever": None, "corpus": None}
-    skipped: dict[str, str] = {}
-    if any(s.mode in NEEDS_RETRIEVER | {"module"} for s in specs):
-        try:
-            from imprint.retrieval import Retriever
-        except ImportError:
-            for s in specs:
-                if s.mode in NEEDS_RETRIEVER:
-                    skipped[s.name] = "retrieval (imprint.retrieval) is not available in this install"
-        else:
-            context["retriever"] = Retriever.open(ws)
-    if any(s.mode == "icl" for s in specs):
-        context["corpus"] = "\n\n".join(d.text for d in ws.documents())
-    return context, skipped
+def _context(ws, specs: list[SystemSpec]) -> dict:
+    """What answering needs, as `imprint ask` loads it: the retriever (every mode: evidence and support; rag modes
+    read its chunks), the corpus for icl, and each system's fitted calibration (or none)."""
+    from imprint.retrieval import Retriever
+
+    documents = ws.documents()
+    calibrations = {s.name: load_calibration(ws.root, system_name(s.mode, s.module), s.mode) for s in specs}
+    return {
+        "retriever": Retriever.open(ws) if documents else None,
+        "corpus": [(d.title, d.text) for d in documents],
+        "calibrations": calibrations,
+    }
+
+
+def _choice_prompt(spec: SystemSpec, context: dict):
+    """The prompt each choice continues: closed book, or the same passages the mode answers from."""
+    from imprint.prompts import context_prompt, qa_prompt
+
+    if spec.mode in RETRIEVAL_MODES:
+        retriever = context["retriever"]
+        return lambda q: context_prompt(q, [(h.title, h.text) for h in retriever.search(q)])
+    if spec.mode == "icl":
+        return lambda q: context_prompt(q, context["corpus"])
+    return qa_prompt
 
 
 def score_system(spec: SystemSpec, model, tokenizer, items: list[EvalItem], context: dict, judge=None) -> dict:
@@ -234,17 +235,18 @@ def score_system(spec: SystemSpec, model, tokenizer, items: list[EvalItem], cont
     choice_rows: list[dict] = []
     if choice_items:
         with Bar(f"choices {spec.name}", unit="questions") as bar:
-            choice_rows = score_choice_items(model, tokenizer, choice_items, progress=bar.update)
+            prompt = _choice_prompt(spec, context)
+            choice_rows = score_choice_items(model, tokenizer, choice_items, prompt=prompt, progress=bar.update)
     return {"rows": rows, "choice_rows": choice_rows, "learned": learned_metrics(rows, choice_rows)}
 
 
-def _forgot(model, tokenizer, weights: str, retain: list[EvalItem], base_ref: dict, options: EvalOptions, ctx):
+def _forgot(model, tokenizer, weights: str, retain: list[EvalItem], base_ref: dict, options: EvalOptions):
     """Retention of one set of weights: self-samples against the base, benchmarks, lm-eval tasks."""
     scored = score_samples(model, base_ref["samples"])
     if weights == "base":
         base_ref["scored"] = scored
     spec = SystemSpec(weights, "base" if weights == "base" else "module", None if weights == "base" else weights)
-    benchmarks = _benchmarks(model, tokenizer, retain, spec, ctx) if retain else {}
+    benchmarks = _benchmarks(model, tokenizer, retain, spec) if retain else {}
     if weights == "base":
         base_ref["benchmarks"] = benchmarks
     out = {
@@ -296,7 +298,11 @@ def evaluate(
         raise ImprintError(f"{describe(leakage)}; fix the eval set, or pass --allow-leakage to score it flagged")
 
     specs = plan_systems(list(manifests), options.modes)
-    context, skipped = _context(ws, specs)
+    context, skipped = _context(ws, specs), {}
+    if not context["retriever"]:
+        for s in specs:
+            if s.mode in RETRIEVAL_MODES or s.mode == "icl":
+                skipped[s.name] = "the workspace has no documents to retrieve or put in context"
     base_ref: dict = {"name": base_name, "manifests": manifests, "module_dirs": module_dirs}
     systems = []
     for weights in ["base", *manifests]:
@@ -307,7 +313,7 @@ def evaluate(
             base_ref["samples"] = retention_samples(base, options.retention_samples, options.retention_tokens)
         else:
             model_, tokenizer, manifest = load_module(ws, weights)
-        forgot = _forgot(model_, tokenizer, weights, retain, base_ref, options, context)
+        forgot = _forgot(model_, tokenizer, weights, retain, base_ref, options)
         for spec in group:
             try:
                 result = score_system(spec, model_, tokenizer, learn, context, judge)
@@ -322,6 +328,7 @@ def evaluate(
                     "weights": weights,
                     **result["learned"],
                     "forgot": forgot,
+                    "calibration": _calibration_summary(context["calibrations"][spec.name], paths),
                     "cost": cost_metrics(result["rows"], manifest),
                     "rows": result["rows"],
                     "choice_rows": result["choice_rows"],
@@ -347,6 +354,15 @@ def evaluate(
         "skipped": skipped,
         "systems": systems,
     }
+
+
+def _calibration_summary(calibration, eval_paths: list) -> dict:
+    """Whether the system's confidence/abstention was fitted, and on what: fitted on these very questions, its
+    ECE here is optimistic (the cross-validated figures of the fit, `ece_cv`, are the honest ones)."""
+    report = dict(calibration.report)
+    fitted_on = {str(Path(p).resolve()) for p in report.get("eval_sets", [])}
+    report["fit_on_these_questions"] = bool(fitted_on & {str(Path(p).resolve()) for p in eval_paths})
+    return report
 
 
 def _module_summary(manifest: dict) -> dict:

@@ -37,7 +37,7 @@ def run(tmp_path_factory):
         assert main(["learn", str(tmp / "docs"), "--name", "hb", "--set", "train.epochs=1", "--set", "lora.r=4"]) == 0
         questions = tmp / "eval.jsonl"
         questions.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
-        eval_args = ["eval", str(questions), "--module", "hb", "--systems", "base,module", "--retention-samples", "3"]
+        eval_args = ["eval", str(questions), "--module", "hb", "--retention-samples", "3"]  # every system
         assert main(eval_args) == 0
         report_dir = max((tmp / "ws" / "reports").iterdir())
         yield {"tmp": tmp, "dir": report_dir, "card": json.loads((report_dir / "scorecard.json").read_text())}
@@ -45,12 +45,18 @@ def run(tmp_path_factory):
 
 def test_scorecard_holds_learned_forgot_and_cost_for_every_system(run):
     card = run["card"]
-    assert [s["system"] for s in card["systems"]] == ["base", "hb@1"]
+    assert [s["system"] for s in card["systems"]] == ["base", "icl", "rag", "hb@1", "hb@1+rag"]
+    assert [s["mode"] for s in card["systems"]] == ["base", "icl", "rag", "module", "module+rag"]
     assert card["leakage"]["ok"] and card["leakage"]["datasets"] == ["hb-rules"]
     assert card["n_questions"] == 4 and card["n_retain"] == 2
     assert card["command"].startswith("imprint eval ") and "--module hb" in card["command"]
     manifest = json.loads((run["tmp"] / "ws" / "modules" / "hb" / "1" / "manifest.json").read_text())
-    base, module = card["systems"]
+    base, icl, rag, module, module_rag = card["systems"]
+    # forgetting belongs to the weights: icl and rag share the base's, module+rag its module's
+    assert icl["forgot"] == rag["forgot"] == base["forgot"] and module_rag["forgot"] == module["forgot"]
+    assert module_rag["cost"]["module_bytes"] == module["cost"]["module_bytes"] and rag["cost"]["module_bytes"] is None
+    assert icl["cost"]["prompt_tokens_mean"] > base["cost"]["prompt_tokens_mean"]  # the corpus is in the prompt
+    assert all(r["evidence"] for r in rag["rows"])  # retrieval modes show the chunks they read
     assert base["forgot"]["self"]["top1_agreement"] == 1.0 and base["forgot"]["self"]["nll_delta"] == 0.0
     assert 0.0 <= module["forgot"]["self"]["top1_agreement"] <= 1.0
     assert module["cost"]["module_bytes"] == manifest["module_bytes"] > 0
@@ -81,8 +87,8 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
     page = run["dir"] / "report.html"
     dom = chromium.dump_dom(page)
     assert re.search(r'<svg id="learned-vs-forgot"[^>]*>', dom)
-    assert len(re.findall(r'<g id="point-[^"]+"', dom)) == 2  # one scatter point per system
-    assert dom.count('<tr class="system">') == 2  # scorecard rows
+    assert len(re.findall(r'<g id="point-[^"]+"', dom)) == 5  # one scatter point per system
+    assert dom.count('<tr class="system">') == 5  # scorecard rows
     assert dom.count('<tr class="question">') == 4  # every learn question: 3 open + 1 multiple choice
     assert 'id="retention"' in dom and 'id="leakage"' in dom
 
