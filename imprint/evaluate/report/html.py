@@ -58,6 +58,17 @@ def _leakage(card: dict) -> str:
     )
 
 
+def _ece(system: dict) -> str:
+    calibration = system.get("calibration", {})
+    if not calibration.get("calibrated"):
+        note = "uncalibrated"
+    elif calibration.get("fit_on_these_questions"):
+        note = f"fit on these questions; cross-validated {_num(calibration.get('ece_cv'))}"
+    else:
+        note = "calibrated"
+    return f'<td class="num">{_num(system["ece"])}<br><span class="note">{note}</span></td>'
+
+
 def _scorecard_table(card: dict) -> str:
     head = (
         "<tr><th rowspan=2>system</th><th colspan=6>learned</th><th colspan=3>forgot</th><th colspan=6>cost</th></tr>"
@@ -83,7 +94,7 @@ def _scorecard_table(card: dict) -> str:
             f'<tr class="system"><td><span class="mode" style="background:{colour}"></span>{escape(s["system"])}'
             f' <span class="note">{escape(s["mode"])}</span></td>'
             f"{_cell(s['exact_match'])}{_cell(s['token_f1'])}<td class='num'>{choice}</td>{_cell(s['judge_accuracy'])}"
-            f"{_cell(s['abstention_unanswerable'])}{_cell(s['ece'])}"
+            f"{_cell(s['abstention_unanswerable'])}{_ece(s)}"
             f"{_cell(forgot['self']['top1_agreement'])}{_cell(forgot['self']['nll_delta'], 4)}"
             f"<td>{'<br>'.join(deltas) or '&ndash;'}</td>"
             f"{_cell(cost['train_wall_s'], 0)}{_cell(cost['train_tokens'])}{_cell(size, 1)}"

@@ -38,6 +38,7 @@ def _svg(fig, element_id: str) -> str:
 def learned_vs_forgot_svg(systems: list[dict]) -> str:
     """Scatter of learned (token F1) against forgot (next-token disagreement with the base), one point each."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
+    labels: dict[tuple[float, float], list[str]] = {}  # systems on one spot share one label
     for s in systems:
         agreement = s["forgot"]["self"]["top1_agreement"]
         f1 = s.get("token_f1")
@@ -45,7 +46,10 @@ def learned_vs_forgot_svg(systems: list[dict]) -> str:
             continue
         x, y = 100 * (1 - agreement), 100 * f1
         ax.scatter([x], [y], s=70, color=MODE_COLOURS.get(s["mode"], "#111827"), zorder=3, gid=f"point-{s['system']}")
-        ax.annotate(s["system"], (x, y), textcoords="offset points", xytext=(6, 5), fontsize=9)
+        spot = next((k for k in labels if abs(k[0] - x) < 0.3 and abs(k[1] - y) < 2.5), (x, y))
+        labels.setdefault(spot, []).append(s["system"])
+    for (x, y), names in labels.items():
+        ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(7, 5), fontsize=9)
     ax.set_xlabel("forgot: next-token disagreement with the base on general text (%)")
     ax.set_ylabel("learned: token F1 on corpus questions (%)")
     ax.set_ylim(-3, 103)
@@ -67,7 +71,8 @@ def loss_curves_svg(modules: dict) -> str | None:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
     for label, curve in curves.items():
-        ax.plot(range(1, len(curve) + 1), curve, label=label, linewidth=1.4)
+        marker = "o" if len(curve) < 30 else None  # a short run: show its few steps
+        ax.plot(range(1, len(curve) + 1), curve, label=label, linewidth=1.4, marker=marker, markersize=3)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
     ax.grid(True, alpha=0.3)
