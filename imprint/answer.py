@@ -268,7 +268,9 @@ def system_name(mode: str, module: str | None = None) -> str:
 class Answerer:
     """Everything one (mode, module) needs to answer, loaded once: model, retriever, corpus, calibration."""
 
-    def __init__(self, ws, mode: str = "rag", module: str | None = None, model: str = DEFAULT_MODEL, k=None):
+    def __init__(
+        self, ws, mode: str = "rag", module: str | None = None, model: str = DEFAULT_MODEL, k=None, retrieval=None
+    ):
         from imprint.models import load_base
         from imprint.pipeline import load_module
         from imprint.retrieval import Retriever
@@ -286,7 +288,7 @@ class Answerer:
             base = load_base(model)
             self.model, self.tokenizer = base.model, base.tokenizer
         documents = ws.documents()
-        self.retriever = Retriever.open(ws) if documents else None
+        self.retriever = Retriever.open(ws, retrieval) if documents else None
         if mode in RETRIEVAL_MODES and self.retriever is None:
             raise ImprintError(f"mode {mode} needs documents: the workspace is empty (run `imprint add PATH`)")
         self.corpus = [(d.title, d.text) for d in documents] if mode == "icl" else None

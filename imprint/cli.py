@@ -187,11 +187,21 @@ def cmd_learn(args) -> None:
     _print_module(manifest)
 
 
+def _retrieval(args):
+    """Retrieval settings from `--set retrieval.store=qdrant` and the like."""
+    from imprint.config import build, check_sections
+    from imprint.retrieval import RetrievalConfig
+
+    overrides = _overrides(args)
+    check_sections(overrides, {"retrieval"})
+    return build(RetrievalConfig, "retrieval", overrides.get("retrieval", {}))
+
+
 def cmd_ask(args) -> None:
     from imprint.answer import Answerer
 
     mode = args.mode or ("module" if args.module else "rag")
-    answerer = Answerer(_workspace(args), mode, args.module, args.model, k=args.k)
+    answerer = Answerer(_workspace(args), mode, args.module, args.model, k=args.k, retrieval=_retrieval(args))
     answer = answerer([args.question])[0]
     if args.json:
         out = answer.to_dict()
@@ -231,6 +241,7 @@ def cmd_calibrate(args) -> None:
     from imprint.evaluate.run import load_eval_set
 
     ws = _workspace(args)
+    retrieval = _retrieval(args)
     items = [i for path in args.questions for i in load_eval_set(path)]
     table = Table(
         "system",
@@ -245,7 +256,7 @@ def cmd_calibrate(args) -> None:
         title="calibration (5-fold cross-validated)",
     )
     for mode in args.mode or ["rag"]:
-        answerer = Answerer(ws, mode, args.module, args.model, k=args.k)
+        answerer = Answerer(ws, mode, args.module, args.model, k=args.k, retrieval=retrieval)
         answerer.calibration = None  # fit on raw signals, not on a previous calibration's output
         with Bar(f"calibrate {answerer.system}", unit="questions") as bar:
             answers = answerer([i.question for i in items], progress=lambda d, t: bar.update(d, t))
@@ -308,7 +319,12 @@ def cmd_eval(args) -> None:
 
         judge = openai_judge(args.judge_url, args.judge_model)
     ws = _workspace(args)
-    card = evaluate(ws, args.questions, args.module or [], model=args.model, options=options, judge=judge)
+    questions = list(args.questions)
+    if args.generate_questions:
+        questions.append(_generated_questions(ws, args))
+    if not questions:
+        raise ImprintError("give eval sets (JSONL) or --generate-questions N")
+    card = evaluate(ws, questions, args.module or [], model=args.model, options=options, judge=judge)
     card["command"] = "imprint " + shlex.join(args.raw_argv)
     card_path, html_path = write_report(card, ws.root / "reports" / f"eval-{card_id()}")
     if args.json:
@@ -317,6 +333,24 @@ def cmd_eval(args) -> None:
         return
     print_scorecard(card, console)
     console.print(f"[dim]scorecard: {card_path}\nreport:    {html_path}[/dim]")
+
+
+def _generated_questions(ws, args) -> str:
+    """Write eval questions generated from the corpus (see imprint/evaluate/generate.py); returns the file."""
+    from imprint.config import build, check_sections
+    from imprint.evaluate.generate import generate_eval_items, write_generated
+    from imprint.synth.generators import GeneratorConfig, make_generator
+
+    overrides = _overrides(args)
+    check_sections(overrides, {"generator"})
+    values = dict(overrides.get("generator", {}))
+    values.update({k: v for k, v in (("base_url", args.base_url), ("model", args.generator_model)) if v})
+    generator = make_generator(args.generator, build(GeneratorConfig, "generator", values), default_model=args.model)
+    items, rejected = generate_eval_items(ws, generator, args.generate_questions)
+    path = write_generated(ws, items)
+    dropped = ", ".join(f"{k} {v}" for k, v in rejected.items() if v) or "none"
+    console.print(f"generated {len(items)} eval questions into {path} (dropped: {dropped})")
+    return str(path)
 
 
 def card_id() -> str:
@@ -417,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=None, help="chunks to retrieve (default 4)")
     p.add_argument("--json", action="store_true", help="print {answer, confidence, evidence, mode, ...} as JSON")
     model_flag(p)
+    config_flags(p)
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("calibrate", help="fit confidence and abstention on labelled questions (JSONL)")
@@ -429,10 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-abstain", type=float, default=0.1, help="abstain on at most this share of answerable questions"
     )
     model_flag(p)
+    config_flags(p)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("eval", help="score every system on held-out questions: learned vs forgot vs cost")
-    p.add_argument("questions", nargs="+", help="JSONL eval sets (split learn: corpus questions; retain: general)")
+    p.add_argument("questions", nargs="*", help="JSONL eval sets (split learn: corpus questions; retain: general)")
     p.add_argument("--module", action="append", help="module to score (repeatable)")
     p.add_argument("--systems", help="comma list of base,icl,rag,module,module+rag (default: all)")
     p.add_argument("--no-base", action="store_true", help="do not score the base system (still the reference)")
@@ -444,6 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-model", default="default", help="model name the judge endpoint serves")
     p.add_argument("--allow-leakage", action="store_true", help="score even if eval questions are in training data")
     p.add_argument("--json", action="store_true", help="print {system: {exact_match, token_f1, n}}")
+    p.add_argument("--generate-questions", type=int, metavar="N", help="also ask N questions a generator writes")
+    p.add_argument("--generator", default="openai", help="generator for --generate-questions: openai or local")
+    p.add_argument("--base-url", help="shorthand for --set generator.base_url=URL")
+    p.add_argument("--generator-model", help="shorthand for --set generator.model=NAME")
+    config_flags(p)
     model_flag(p)
     p.set_defaults(func=cmd_eval)
 

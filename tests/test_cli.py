@@ -153,3 +153,35 @@ def test_remove_tombstones_documents_all_or_nothing(ws_dir, corpus, capsys):
     assert ws.corpus_version() != before and all("Galway" not in c.text for c in ws.chunks())
     other.write_text("The office is in Galway.")
     assert main(["add", str(other)]) == 0 and "restored" in capsys.readouterr().out
+
+
+def test_ask_modes_calibrate_and_retrieval_settings(ws_dir, corpus, tmp_path, capsys):
+    assert main(["add", str(corpus)]) == 0
+    capsys.readouterr()
+    assert main(["ask", "How many days of annual leave?", "--mode", "rag", "--json", "-k", "1"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["mode"] == "rag" and len(answer["evidence"]) == 1 and answer["prompt_tokens"] > len(CORPUS) // 2
+    assert answer["evidence"][0]["quote"] in CORPUS
+    assert main(["ask", "Who is the CFO?", "--mode", "icl", "--set", "retrieval.store=qdrant"]) == 0
+    assert "prompt tokens" in capsys.readouterr().out
+    assert (ws_dir / "index" / "qdrant").is_dir() and (ws_dir / "index" / "vectors.sqlite").is_file()
+
+    assert main(["ask", "Who?", "--mode", "module+rag"]) == 1
+    assert "needs a module" in capsys.readouterr().err
+    assert main(["ask", "Who?", "--set", "retrieval.store=faiss"]) == 1
+    assert "retrieval.store must be sqlite-vec or qdrant" in capsys.readouterr().err
+    assert main(["ask", "Who?", "--set", "train.lr=1"]) == 1
+    assert "unknown config section 'train'" in capsys.readouterr().err
+
+    questions = tmp_path / "cal.jsonl"
+    rows = [{"question": f"Who is the CFO, case {i}?", "answers": ["Priya Raman"]} for i in range(6)]
+    rows += [{"question": f"What is the dental plan {i}?", "answers": [], "answerable": False} for i in range(4)]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["calibrate", str(questions), "--mode", "rag", "--mode", "base"]) == 0
+    out = capsys.readouterr().out
+    assert "rag" in out and "base" in out and "ECE" in out
+    saved = json.loads((ws_dir / "calibration" / "rag.json").read_text())
+    assert saved["report"]["n"] == 10 and saved["report"]["n_unanswerable"] == 4
+    # ask now uses the fitted calibration: no "uncalibrated" note
+    assert main(["ask", "Who is the CFO?", "--mode", "rag"]) == 0
+    assert "uncalibrated" not in capsys.readouterr().out
