@@ -1,0 +1,198 @@
+"""The OpenAI-compatible HTTP API: `/v1/models`, `/v1/chat/completions` and `/v1/completions` (streaming and not)
+over one base model and every module of a workspace.
+
+`create_app(workspace, model="tiny")` builds the app (it loads the base model and starts the batcher thread); to
+run it in a test, start it on a free port of 127.0.0.1 with `imprint.serve.server.BackgroundServer`:
+
+    from imprint.serve import BackgroundServer, create_app
+    with BackgroundServer(create_app(ws_dir, model="tiny")) as server:
+        client = openai.OpenAI(base_url=server.url, api_key="unused")   # server.url ends in /v1
+        client.completions.create(model="tiny", prompt="Hello", max_tokens=8)
+
+`model` in a request is the base model's name (`tiny`, `gemma-3-270m`, or a local model directory's name) or a
+module: `name` (its latest version) or `name@N`. The extension field `imprint` (e.g. `{"retrieval": true, "k": 4}`)
+answers from retrieved passages and returns them as evidence; see README "Serving".
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from imprint import __version__
+from imprint.models import DEFAULT_MODEL, BaseModel, load_base
+from imprint.serve import errors
+from imprint.serve.config import ServeConfig
+from imprint.serve.errors import APIError
+from imprint.serve.limits import BodyLimit
+from imprint.serve.prompting import chat_prompt, completion_prompt
+from imprint.serve.schemas import (
+    ChatCompletion,
+    ChatRequest,
+    Completion,
+    CompletionRequest,
+    ErrorBody,
+    ModelCard,
+    ModelList,
+)
+from imprint.serve.service import Service, new_id, sse, usage
+from imprint.serve.tenants import KeyRing, Tenant
+
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 429, 500, 503)}
+STREAMED = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+
+
+bearer = HTTPBearer(auto_error=False, description="an API key from the keys file (any value on an open server)")
+
+
+def _tenant(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Tenant:
+    key = f"Bearer {credentials.credentials}" if credentials else None
+    return request.app.state.service.keys.authenticate(key)
+
+
+Who = Annotated[Tenant, Depends(_tenant)]
+
+
+def create_app(
+    workspace: Path | str,
+    model: str = DEFAULT_MODEL,
+    keys: Path | str | None = None,
+    config: ServeConfig | None = None,
+    base: BaseModel | None = None,
+) -> FastAPI:
+    """The app serving `model` (or an already loaded `base`) and the modules of `workspace`; `keys` is a tenants
+    YAML file (see `imprint.serve.tenants`), None for an open server."""
+    config = config or ServeConfig()
+    ring = KeyRing.load(keys) if keys else KeyRing.open()
+    service = Service(Path(workspace), base or load_base(model), ring, config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.scheduler.close()
+
+    app = FastAPI(
+        title="imprint",
+        version=__version__,
+        description="OpenAI-compatible API over one base model and many trained modules.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+
+    @app.get("/health", include_in_schema=False)
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/v1/models", response_model=ModelList, responses=ERRORS)
+    async def list_models(who: Who):
+        return {"object": "list", "data": service.models(who)}
+
+    @app.get("/v1/models/{model_id}", response_model=ModelCard, responses=ERRORS)
+    async def retrieve_model(model_id: str, who: Who):
+        for card in service.models(who):
+            if card["id"] == model_id:
+                return card
+        raise APIError(404, f"The model '{model_id}' does not exist or you do not have access to it.", "model",
+                       "model_not_found")  # fmt: skip
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletion, responses={**ERRORS, **STREAMED})
+    async def chat_completions(body: ChatRequest, who: Who):
+        module = service.resolve(body.model, who)
+        retrieval = service.retrieval_options(body, module)
+        messages = [(m.role, m.text()) for m in body.messages]
+        if retrieval:
+            return await service.answer_with_retrieval(body, messages, module, who, retrieval)
+        prompt = chat_prompt(service.tokenizer, messages, on_module=module is not None)
+        rows = service.plan(body, [prompt], who, "messages")
+        label = module.key if module else body.model
+        meta = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": label}
+        info = {"module": module.key if module else None, "mode": "module" if module else "base"}
+        if body.stream:
+            deltas = service.stream(rows, module, who)
+            return _sse(_chat_events(deltas, rows, [prompt], meta, body, info))
+        await service.run(rows, module, who)
+        choices = [
+            {"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason}
+            for i, r in enumerate(rows)
+        ]
+        return {"object": "chat.completion", **meta, "choices": choices, "usage": usage([prompt], rows),
+                "imprint": info}  # fmt: skip
+
+    @app.post("/v1/completions", response_model=Completion, responses={**ERRORS, **STREAMED})
+    async def completions(body: CompletionRequest, who: Who):
+        module = service.resolve(body.model, who)
+        if body.imprint and body.imprint.retrieval:
+            raise APIError(400, "Retrieval answers questions: use /v1/chat/completions with one user message.",
+                           "imprint.retrieval")  # fmt: skip
+        texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        prompts = [completion_prompt(service.tokenizer, t) for t in texts]
+        rows = service.plan(body, prompts, who, "prompt")
+        label = module.key if module else body.model
+        meta = {"id": new_id("cmpl"), "created": int(time.time()), "model": label}
+        info = {"module": module.key if module else None, "mode": "module" if module else "base"}
+        if body.stream:
+            deltas = service.stream(rows, module, who)
+            return _sse(_completion_events(deltas, rows, prompts, meta, body))
+        await service.run(rows, module, who)
+        choices = [{"index": i, "text": r.text, "finish_reason": r.finish_reason} for i, r in enumerate(rows)]
+        return {"object": "text_completion", **meta, "choices": choices, "usage": usage(prompts, rows),
+                "imprint": info}  # fmt: skip
+
+    @app.get("/v1/imprint/stats", include_in_schema=False)
+    async def stats(who: Who):
+        """Batching and module-cache counters (no module names: every tenant may read them)."""
+        snapshot = service.cache.snapshot()
+        snapshot["loaded"] = len(snapshot["loaded"])
+        return JSONResponse({"scheduler": dict(service.scheduler.stats), "modules": snapshot})
+
+    return app
+
+
+def _sse(events) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _chat_events(deltas, rows, prompts, meta, body, info):
+    def chunk(choices, **extra):
+        return sse({"object": "chat.completion.chunk", **meta, "choices": choices, **extra})
+
+    yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                 for i in range(len(rows))], imprint=info)  # fmt: skip
+    try:
+        async for index, text in deltas:
+            yield chunk([{"index": index, "delta": {"content": text}, "finish_reason": None}])
+    except APIError as exc:
+        yield sse(exc.body())
+        return
+    finally:
+        await deltas.aclose()  # a client that leaves mid-stream stops its rows at once
+    yield chunk([{"index": i, "delta": {}, "finish_reason": r.finish_reason} for i, r in enumerate(rows)])
+    if body.stream_options and body.stream_options.include_usage:
+        yield chunk([], usage=usage(prompts, rows))
+    yield sse("[DONE]")
+
+
+async def _completion_events(deltas, rows, prompts, meta, body):
+    def chunk(choices, **extra):
+        return sse({"object": "text_completion", **meta, "choices": choices, **extra})
+
+    try:
+        async for index, text in deltas:
+            yield chunk([{"index": index, "text": text, "finish_reason": None}])
+    except APIError as exc:
+        yield sse(exc.body())
+        return
+    finally:
+        await deltas.aclose()
+    yield chunk([{"index": i, "text": "", "finish_reason": r.finish_reason} for i, r in enumerate(rows)])
+    if body.stream_options and body.stream_options.include_usage:
+        yield chunk([], usage=usage(prompts, rows))
+    yield sse("[DONE]")

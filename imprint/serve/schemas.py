@@ -1,0 +1,170 @@
+"""Request and response bodies of the OpenAI-compatible API, as precise pydantic models.
+
+They are the OpenAPI spec the server publishes (and that the schemathesis fuzz test generates requests from), so
+every bound a request must respect is stated here; limits that depend on the tenant (its `max_tokens`) are
+checked in the handlers. Unknown fields are rejected, as OpenAI does, so a typo is a 400 rather than ignored.
+The extension field `imprint` turns on retrieval and returns evidence with the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+INT64 = 2**63 - 1
+ModelName = Annotated[
+    str, Field(min_length=1, max_length=256, description="the base model's name, or a module as `name` or `name@N`")
+]
+StopField = Annotated[
+    str | Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=4)] | None,
+    Field(description="up to 4 strings; generation stops before the first one produced"),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImprintOptions(Strict):
+    """imprint's extension: answer with retrieval over the workspace's corpus and return the evidence."""
+
+    retrieval: bool = Field(default=False, description="retrieve passages and answer from them (rag/module+rag)")
+    k: int = Field(default=4, ge=1, le=20, description="passages to retrieve")
+
+
+class StreamOptions(Strict):
+    include_usage: bool = False
+
+
+class Sampled(Strict):
+    """Fields shared by both generation endpoints."""
+
+    model: ModelName
+    max_tokens: int | None = Field(default=None, ge=1, le=INT64, description="new tokens at most")
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    top_p: float = Field(default=1.0, ge=0, le=1)
+    n: int = Field(default=1, ge=1, le=128, description="choices to generate")
+    stop: StopField = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=INT64)
+    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(default=None, max_length=256)
+    imprint: ImprintOptions | None = None
+
+
+class TextPart(Strict):
+    type: Literal["text"]
+    text: str
+
+
+class Message(Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | Annotated[list[TextPart], Field(min_length=1)]
+    name: str | None = Field(default=None, max_length=64)
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class ChatRequest(Sampled):
+    messages: list[Message] = Field(min_length=1, max_length=512)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=INT64, description="alias of max_tokens")
+
+
+class CompletionRequest(Sampled):
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=64)] = Field(
+        description="a prompt, or a list of prompts (one choice each, times n)"
+    )
+
+
+# --- responses ---
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Evidence(BaseModel):
+    doc_id: str
+    title: str
+    chunk_id: str
+    quote: str
+    score: float
+
+
+class ImprintInfo(BaseModel):
+    """What imprint adds to a response: the module that answered and, with retrieval, the evidence."""
+
+    module: str | None
+    mode: str
+    evidence: list[Evidence] = []
+    confidence: float | None = None
+    supported: bool | None = None
+    abstained: bool | None = None
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    imprint: ImprintInfo | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length"]
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+    imprint: ImprintInfo | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    root: str = Field(description="the base model this one runs on")
+    method: Literal["base", "lora", "prefix", "full"]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

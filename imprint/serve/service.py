@@ -1,0 +1,252 @@
+"""What the HTTP routes call: resolve `model` for a tenant, enforce limits, queue the rows, and shape the answers
+as OpenAI responses (whole, or as server-sent events while tokens arrive).
+
+Runs on the event loop; the batcher's thread hands results back with `call_soon_threadsafe` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+
+from imprint.errors import ImprintError, NotFoundError
+from imprint.models import BaseModel
+from imprint.serve.config import ServeConfig
+from imprint.serve.engine import Row, Sampling
+from imprint.serve.errors import APIError
+from imprint.serve.modules import ModuleCache, ModuleTooLarge
+from imprint.serve.prompting import Prompt, stop_token_ids
+from imprint.serve.scheduler import Job, ModuleRef, QueueFull, Scheduler
+from imprint.serve.tenants import KeyRing, Tenant
+
+
+def _epoch(stamp: str) -> int:
+    try:
+        return int(datetime.fromisoformat(stamp).timestamp())
+    except (TypeError, ValueError):
+        return 0
+
+
+class Service:
+    def __init__(self, workspace: Path, base: BaseModel, keys: KeyRing, config: ServeConfig):
+        self.root = Path(workspace)
+        self.base = base
+        self.tokenizer = base.tokenizer
+        self.keys = keys
+        self.config = config
+        self.cache = ModuleCache(base, int(config.max_loaded_mb * 2**20), config.lora_backend)
+        self.scheduler = Scheduler(self.cache, base.tokenizer, config)
+        self.stop_ids = stop_token_ids(base.tokenizer, base.model)
+        limit = getattr(base.model.config.get_text_config(), "max_position_embeddings", None) or config.max_context
+        self.max_context = min(config.max_context, limit)
+        self.base_names = {base.name, Path(base.name).name}
+        self.inflight: dict[str, int] = {}
+        self.started = int(time.time())
+        self._local = threading.local()
+
+    def workspace(self):
+        """This thread's connection to the workspace (SQLite connections stay on the thread that made them)."""
+        from imprint.workspace import Workspace
+
+        if getattr(self._local, "ws", None) is None:
+            self._local.ws = Workspace.open(self.root)
+        return self._local.ws
+
+    # --- models a tenant sees ---
+
+    def resolve(self, spec: str, tenant: Tenant) -> ModuleRef | None:
+        """The module `spec` names, None for the base model; 404 when it is unknown or not this tenant's."""
+        from imprint.pipeline import module_entry
+
+        missing = APIError(
+            404, f"The model '{spec}' does not exist or you do not have access to it.", "model", "model_not_found"
+        )
+        if spec in self.base_names:
+            if not tenant.base:
+                raise missing
+            return None
+        name = spec.partition("@")[0]
+        if not tenant.allows(name):
+            raise missing
+        try:
+            entry = module_entry(self.workspace(), spec)
+        except (NotFoundError, ImprintError):
+            raise missing from None
+        if entry.base_model != self.base.name:
+            raise APIError(
+                400,
+                f"The model '{spec}' was trained on base model {entry.base_model}; this server runs {self.base.name}.",
+                "model",
+                "model_base_mismatch",
+            )
+        return ModuleRef(f"{entry.name}@{entry.version}", entry.method, Path(entry.path))
+
+    def models(self, tenant: Tenant) -> list[dict]:
+        owner = "imprint" if self.keys.is_open else tenant.name
+        base = Path(self.base.name).name
+        cards = [dict(id=base, created=self.started, owned_by=owner, root=base, method="base")] if tenant.base else []
+        latest: dict[str, dict] = {}
+        for m in self.workspace().modules():
+            if m.base_model != self.base.name or not tenant.allows(m.name):
+                continue
+            card = dict(
+                id=f"{m.name}@{m.version}", created=_epoch(m.created_at), owned_by=owner, root=base, method=m.method
+            )
+            cards.append(card)
+            latest[m.name] = {**card, "id": m.name}  # modules() is sorted by version: the last one wins
+        return cards + list(latest.values())
+
+    def retrieval_options(self, body, module: ModuleRef | None):
+        """The request's retrieval settings, or None when it does not ask for retrieval."""
+        options = body.imprint
+        return options if options is not None and options.retrieval else None
+
+    async def answer_with_retrieval(self, body, messages, module, tenant, options):
+        raise APIError(400, "Retrieval is not available on this server yet.", "imprint.retrieval")
+
+    # --- running a request ---
+
+    def plan(self, body, prompts: list[Prompt], tenant: Tenant, prompt_param: str) -> list[Row]:
+        """Check the request against the limits and turn it into rows (prompt-major, then `n`)."""
+        limit = min(self.config.max_tokens, tenant.max_tokens or self.config.max_tokens)
+        max_tokens = body.max_tokens or getattr(body, "max_completion_tokens", None)
+        if max_tokens is None:
+            max_tokens = min(self.config.default_max_tokens, limit)
+        if max_tokens > limit:
+            raise APIError(
+                400,
+                f"max_tokens is too large: {max_tokens}. This key allows at most {limit}.",
+                "max_tokens",
+                "max_tokens_exceeded",
+            )
+        if body.n > self.config.max_n:
+            raise APIError(400, f"n is too large: {body.n}. This server allows at most {self.config.max_n}.", "n")
+        if body.n * len(prompts) > self.config.max_batch:
+            raise APIError(
+                400,
+                f"n x prompts = {body.n * len(prompts)} sequences; at most {self.config.max_batch} per request.",
+                "n",
+            )
+        stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+        rows = []
+        for prompt in prompts:
+            if not prompt.ids:
+                raise APIError(400, "The prompt is empty.", prompt_param)
+            if len(prompt.ids) + max_tokens > self.max_context:
+                raise APIError(
+                    400,
+                    f"This model's maximum context length is {self.max_context} tokens. However, you "
+                    f"requested {len(prompt.ids) + max_tokens} tokens ({len(prompt.ids)} in the prompt, "
+                    f"{max_tokens} for the completion).",
+                    prompt_param,
+                    "context_length_exceeded",
+                )
+            for j in range(body.n):
+                seed = None if body.seed is None else (body.seed + j) % 2**63
+                sampling = Sampling(
+                    max_tokens,
+                    body.temperature,
+                    body.top_p,
+                    stop + prompt.stop,
+                    seed,
+                    body.presence_penalty,
+                    body.frequency_penalty,
+                )
+                rows.append(Row(prompt.ids, sampling, self.stop_ids, lstrip=prompt.lstrip))
+        return rows
+
+    def _admit(self, tenant: Tenant) -> None:
+        limit = tenant.max_concurrency or self.config.max_concurrency
+        if self.inflight.get(tenant.name, 0) >= limit:
+            raise APIError(
+                429,
+                f"Too many requests in flight for this key (limit {limit}); retry when one finishes.",
+                code="concurrency_limit_exceeded",
+            )
+        self.inflight[tenant.name] = self.inflight.get(tenant.name, 0) + 1
+
+    def _release(self, tenant: Tenant) -> None:
+        self.inflight[tenant.name] -= 1
+
+    def submit(self, rows: list[Row], module: ModuleRef | None, tenant: Tenant, on_done) -> Job:
+        """Queue the rows; `on_done(exc)` runs on the event loop once they are all finished (or failed)."""
+        loop = asyncio.get_running_loop()
+        self._admit(tenant)
+
+        def finished(exc):
+            self._release(tenant)
+            on_done(exc)
+
+        job = Job(rows, module, lambda exc: loop.call_soon_threadsafe(finished, exc))
+        try:
+            self.scheduler.submit(job)
+        except QueueFull as exc:
+            self._release(tenant)
+            raise APIError(429, f"The server is busy: {exc}.", code="queue_full") from None
+        return job
+
+    async def run(self, rows: list[Row], module: ModuleRef | None, tenant: Tenant) -> None:
+        future = asyncio.get_running_loop().create_future()
+
+        def on_done(exc):
+            if not future.done():
+                future.set_exception(exc) if exc else future.set_result(None)
+
+        job = self.submit(rows, module, tenant, on_done)
+        try:
+            await future
+        except asyncio.CancelledError:
+            job.cancelled = True
+            raise
+        except Exception as exc:
+            raise as_api_error(exc) from exc
+
+    def stream(self, rows: list[Row], module: ModuleRef | None, tenant: Tenant) -> AsyncIterator[tuple]:
+        """Queue the rows now (so a refusal is still an HTTP status) and return an iterator of (row index, text)
+        as text settles; it raises an APIError if generation fails."""
+        queue: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        for i, row in enumerate(rows):
+            row.on_delta = lambda text, i=i: loop.call_soon_threadsafe(queue.put_nowait, (i, text))
+        job = self.submit(rows, module, tenant, lambda exc: queue.put_nowait((None, exc)))
+        return self._drain(queue, job)
+
+    async def _drain(self, queue: asyncio.Queue, job: Job) -> AsyncIterator[tuple]:
+        try:
+            while True:
+                index, item = await queue.get()
+                if index is None:
+                    if item is not None:
+                        raise as_api_error(item)
+                    return
+                yield index, item
+        finally:
+            job.cancelled = True  # the client left (or we are done): stop decoding its rows
+
+
+def as_api_error(exc: BaseException) -> APIError:
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, ModuleTooLarge):
+        return APIError(503, str(exc), "model", "module_exceeds_memory_budget")
+    return APIError(500, f"The server could not generate an answer: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+
+
+def usage(prompts: list[Prompt], rows: list[Row]) -> dict:
+    prompt_tokens = sum(len(p.ids) for p in prompts)
+    completion = sum(len(r.logprobs) for r in rows)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def sse(payload: dict | str) -> str:
+    return f"data: {payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)}\n\n"
