@@ -311,6 +311,7 @@ def cmd_eval(args) -> None:
         retention_samples=args.retention_samples,
         lm_eval_tasks=tuple(t for t in (args.lm_eval or "").split(",") if t),
         lm_eval_limit=args.lm_eval_limit,
+        lm_eval_include=args.lm_eval_include,
         allow_leakage=args.allow_leakage,
     )
     judge = None
@@ -364,6 +365,44 @@ def cmd_modules(args) -> None:
     for m in _workspace(args).modules():
         table.add_row(f"{m.name}@{m.version}", m.method, m.base_model, m.corpus_version, m.created_at)
     console.print(table)
+
+
+def cmd_serve(args) -> None:
+    import socket
+
+    from imprint.config import build, check_sections
+    from imprint.serve import ServeConfig, create_app, serve
+    from imprint.workspace import default_root
+
+    overrides = _overrides(args)
+    check_sections(overrides, {"serve"})
+    values = dict(overrides.get("serve", {}))
+    if args.max_loaded_mb is not None:
+        values["max_loaded_mb"] = args.max_loaded_mb
+    config = build(ServeConfig, "serve", values)
+    with socket.socket() as probe:  # a taken port fails now, not after the model has loaded
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as exc:
+            raise ImprintError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; pick another port") from None
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    root = Path(args.workspace) if args.workspace else default_root()
+    app = create_app(root, model=args.model, keys=args.keys, config=config)
+    tenants = "open to any client (no --keys)" if not args.keys else f"API keys from {args.keys}"
+    err.print(f"serving {args.model} and the modules of {root} on http://{args.host}:{args.port}/v1, {tenants}")
+    serve(app, args.host, args.port)
+
+
+def cmd_export(args) -> None:
+    from imprint.serve.export import export_module
+
+    report = export_module(_workspace(args), args.module, args.format, args.out)
+    console.print(f"exported {report['module']} as a {report['format']} adapter to {report['out']}")
+    if report.get("command"):
+        console.print(f"serve it with vLLM:\n  {report['command']}", markup=False, highlight=False, soft_wrap=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -476,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retention-samples", type=int, default=32, help="base-model samples for self-retention")
     p.add_argument("--lm-eval", metavar="TASKS", help="comma list of lm-evaluation-harness tasks (if installed)")
     p.add_argument("--lm-eval-limit", type=int, help="items per lm-evaluation-harness task")
+    p.add_argument("--lm-eval-include", metavar="DIR", help="folder of your own lm-evaluation-harness task YAMLs")
     p.add_argument("--judge-url", help="OpenAI-compatible base URL of an LLM judge (e.g. http://127.0.0.1:8000/v1)")
     p.add_argument("--judge-model", default="default", help="model name the judge endpoint serves")
     p.add_argument("--allow-leakage", action="store_true", help="score even if eval questions are in training data")
@@ -490,6 +530,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("modules", help="list trained modules")
     p.set_defaults(func=cmd_modules)
+
+    p = sub.add_parser("serve", help="serve the base model and every module over an OpenAI-compatible API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--keys", help="tenants YAML: API keys -> allowed modules and limits (default: open server)")
+    p.add_argument("--max-loaded-mb", type=float, help="memory budget for loaded modules (LRU beyond it)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    model_flag(p)
+    config_flags(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="write a LoRA module as a PEFT adapter directory (for PEFT or vLLM)")
+    p.add_argument("module", help="module name or name@version")
+    p.add_argument("--format", choices=["peft", "vllm"], default="peft")
+    p.add_argument("--out", required=True, help="new (or empty) directory to write")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

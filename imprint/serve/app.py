@@ -31,7 +31,7 @@ from imprint.serve import errors
 from imprint.serve.config import ServeConfig
 from imprint.serve.errors import APIError
 from imprint.serve.limits import BodyLimit
-from imprint.serve.prompting import chat_prompt, completion_prompt
+from imprint.serve.prompting import chat_prompt, completion_prompt, single_question
 from imprint.serve.schemas import (
     ChatCompletion,
     ChatRequest,
@@ -106,14 +106,19 @@ def create_app(
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses={**ERRORS, **STREAMED})
     async def chat_completions(body: ChatRequest, who: Who):
         module = service.resolve(body.model, who)
-        retrieval = service.retrieval_options(body, module)
+        options = service.retrieval_options(body, module)
         messages = [(m.role, m.text()) for m in body.messages]
-        if retrieval:
-            return await service.answer_with_retrieval(body, messages, module, who, retrieval)
-        prompt = chat_prompt(service.tokenizer, messages, on_module=module is not None)
-        rows = service.plan(body, [prompt], who, "messages")
         label = module.key if module else body.model
         meta = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": label}
+        if options:
+            question = single_question(messages)
+            if question is None:
+                raise APIError(400, "Retrieval and evidence answer one question: send exactly one user message.",
+                               "messages")  # fmt: skip
+            answer = await service.answer(body, question, module, who, options)
+            return _answer_response(service, answer, meta, body)
+        prompt = chat_prompt(service.tokenizer, messages, on_module=module is not None)
+        rows = service.plan(body, [prompt], who, "messages")
         info = {"module": module.key if module else None, "mode": "module" if module else "base"}
         if body.stream:
             deltas = service.stream(rows, module, who)
@@ -129,9 +134,9 @@ def create_app(
     @app.post("/v1/completions", response_model=Completion, responses={**ERRORS, **STREAMED})
     async def completions(body: CompletionRequest, who: Who):
         module = service.resolve(body.model, who)
-        if body.imprint and body.imprint.retrieval:
-            raise APIError(400, "Retrieval answers questions: use /v1/chat/completions with one user message.",
-                           "imprint.retrieval")  # fmt: skip
+        if service.retrieval_options(body, module):
+            raise APIError(400, "Retrieval and evidence answer questions: use /v1/chat/completions with one user "
+                           "message.", "imprint")  # fmt: skip
         texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         prompts = [completion_prompt(service.tokenizer, t) for t in texts]
         rows = service.plan(body, prompts, who, "prompt")
@@ -156,6 +161,31 @@ def create_app(
     return app
 
 
+def _answer_response(service, answer, meta: dict, body):
+    """An `imprint.answer.Answer` as a chat completion (or its stream), with its evidence under `imprint`."""
+    info = {k: getattr(answer, k) for k in ("module", "mode", "evidence", "confidence", "supported", "abstained")}
+    completion = len(service.tokenizer.encode(answer.guess, add_special_tokens=False)) if answer.guess else 0
+    used = {"prompt_tokens": answer.prompt_tokens, "completion_tokens": completion,
+            "total_tokens": answer.prompt_tokens + completion}  # fmt: skip
+    if not body.stream:
+        message = {"role": "assistant", "content": answer.answer}
+        choices = [{"index": 0, "message": message, "finish_reason": "stop"}]
+        return {"object": "chat.completion", **meta, "choices": choices, "usage": used, "imprint": info}
+
+    async def events():
+        def chunk(choices, **extra):
+            return sse({"object": "chat.completion.chunk", **meta, "choices": choices, **extra})
+
+        yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        yield chunk([{"index": 0, "delta": {"content": answer.answer}, "finish_reason": None}])
+        yield chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}], imprint=info)
+        if body.stream_options and body.stream_options.include_usage:
+            yield chunk([], usage=used)
+        yield sse("[DONE]")
+
+    return _sse(events())
+
+
 def _sse(events) -> StreamingResponse:
     return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
@@ -165,7 +195,7 @@ async def _chat_events(deltas, rows, prompts, meta, body, info):
         return sse({"object": "chat.completion.chunk", **meta, "choices": choices, **extra})
 
     yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-                 for i in range(len(rows))], imprint=info)  # fmt: skip
+                 for i in range(len(rows))])  # fmt: skip
     try:
         async for index, text in deltas:
             yield chunk([{"index": index, "delta": {"content": text}, "finish_reason": None}])
@@ -174,7 +204,7 @@ async def _chat_events(deltas, rows, prompts, meta, body, info):
         return
     finally:
         await deltas.aclose()  # a client that leaves mid-stream stops its rows at once
-    yield chunk([{"index": i, "delta": {}, "finish_reason": r.finish_reason} for i, r in enumerate(rows)])
+    yield chunk([{"index": i, "delta": {}, "finish_reason": r.finish_reason} for i, r in enumerate(rows)], imprint=info)
     if body.stream_options and body.stream_options.include_usage:
         yield chunk([], usage=usage(prompts, rows))
     yield sse("[DONE]")

@@ -181,6 +181,27 @@ class ModuleCache:
         model = FullMethod().load(load_base(self.base.name).model, directory)
         return LoadedModule(key, "full", _tensor_bytes([*model.parameters(), *model.buffers()]), model=model)
 
+    @contextlib.contextmanager
+    def exclusive(self, module: LoadedModule | None):
+        """A model that applies `module` (None: none) to every row, for code that runs its own batches
+        (`imprint.answer.answer_questions`). Only for the worker thread, between batches."""
+        if module is not None and module.model is not None:
+            yield module.model
+            return
+        with contextlib.ExitStack() as stack:
+            model = self.shared_model
+            if self.peft is not None and (module is None or module.adapter is None):
+                stack.enter_context(self.peft.disable_adapter())
+            elif self.peft is not None:
+                self.peft.set_adapter(module.adapter)
+            elif module is not None and module.adapter is not None:
+                stack.enter_context(self.bank.route_all(module.adapter))
+            if module is not None and module.prefix is not None:
+                from imprint.methods.prefix.method import PrefixModel
+
+                model = PrefixModel(model, *module.prefix).eval()
+            yield model
+
     def snapshot(self) -> dict:
         """What is loaded, for /v1/imprint/stats and tests."""
         return {

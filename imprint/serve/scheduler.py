@@ -44,17 +44,29 @@ class ModuleRef:
 @dataclass(eq=False)
 class Job:
     """One request's sequences (`n` choices), its module (None: the bare base model) and its completion callback,
-    called once on the worker thread with None or the exception that failed it."""
+    called once on the worker thread with None or the exception that failed it.
+
+    A job with a `task` has no rows: the worker calls `task(model)` between batches with a model that applies the
+    module to every row, and keeps what it returns in `result` (used for answers through `imprint.answer`)."""
 
     rows: list[Row]
     module: ModuleRef | None
     done: Callable[[BaseException | None], None]
+    task: Callable | None = None
+    result: object = None
     cancelled: bool = False
     arrived: float = field(default_factory=time.monotonic)
 
     def __post_init__(self):
+        self._completed = False
         for row in self.rows:
             row.cancelled = lambda: self.cancelled
+
+    def complete(self, exc: BaseException | None) -> None:
+        """Report the outcome, once (a later call, e.g. after a worker-level failure, is ignored)."""
+        if not self._completed:
+            self._completed = True
+            self.done(exc)
 
 
 class Scheduler:
@@ -98,15 +110,15 @@ class Scheduler:
                     break
                 self.cond.wait(left)
             jobs, size = [], 0
-            while self.queue and (not jobs or size + len(self.queue[0].rows) <= self.config.max_batch):
+            while self.queue and (not jobs or size + max(1, len(self.queue[0].rows)) <= self.config.max_batch):
                 job = self.queue.popleft()
                 if job.cancelled:  # its client left while it waited
                     for row in job.rows:
                         row.finish_reason = "cancelled"
-                    job.done(None)
+                    job.complete(None)
                     continue
                 jobs.append(job)
-                size += len(job.rows)
+                size += max(1, len(job.rows))
             return jobs
 
     def _requeue(self, jobs: list[Job]) -> None:
@@ -124,17 +136,19 @@ class Scheduler:
                 log.exception("batch failed")
                 self.stats["errors"] += 1
                 for job in jobs:
-                    job.done(exc)
+                    job.complete(exc)
 
     def _run(self, jobs: list[Job]) -> None:
-        accepted: list[Job] = []
         deferred: list[Job] = []
         groups: dict[str, list[Job]] = {"": []}  # "" is the shared model; full fine-tunes by module key
+        tasks: list[tuple[Job, object]] = []
         pinned: set[str] = set()
         for job in jobs:
             if job.module is None:
-                accepted.append(job)
-                groups[""].append(job)
+                if job.task:
+                    tasks.append((job, None))
+                else:
+                    groups[""].append(job)
                 continue
             try:
                 loaded = self.cache.get(job.module.key, job.module.method, job.module.directory, pinned)
@@ -142,20 +156,31 @@ class Scheduler:
                 if exc.fits_alone:  # not next to this batch's modules: run it in a later batch
                     deferred.append(job)
                 else:
-                    job.done(exc)
+                    job.complete(exc)
                 continue
             except Exception as exc:  # an unreadable module file fails its own requests only
                 log.exception("cannot load module %s", job.module.key)
-                job.done(exc)
+                job.complete(exc)
                 continue
             pinned.add(loaded.key)
+            if job.task:
+                tasks.append((job, loaded))
+                continue
             for row in job.rows:
                 row.adapter = loaded.adapter or row.adapter
                 row.prefix = loaded.prefix
-            accepted.append(job)
             groups.setdefault(loaded.key if loaded.model is not None else "", []).append(job)
         if deferred:
             self._requeue(deferred)
+        for job, loaded in tasks:
+            try:
+                with self.cache.exclusive(loaded) as model:
+                    job.result = job.task(model)
+            except Exception as exc:
+                log.exception("answer failed")
+                job.complete(exc)
+                continue
+            job.complete(None)
         for key, group in groups.items():
             if not group:
                 continue
@@ -167,11 +192,11 @@ class Scheduler:
                 log.exception("generation failed")
                 self.stats["errors"] += 1
                 for job in group:
-                    job.done(exc)
+                    job.complete(exc)
                 continue
             self._count(group, rows)
             for job in group:
-                job.done(None)
+                job.complete(None)
 
     def _count(self, group: list[Job], rows: list[Row]) -> None:
         modules = len({job.module.key if job.module else "" for job in group})

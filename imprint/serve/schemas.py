@@ -30,6 +30,9 @@ class ImprintOptions(Strict):
     """imprint's extension: answer with retrieval over the workspace's corpus and return the evidence."""
 
     retrieval: bool = Field(default=False, description="retrieve passages and answer from them (rag/module+rag)")
+    evidence: bool = Field(
+        default=False, description="answer closed-book, then look up the passages that support the answer"
+    )
     k: int = Field(default=4, ge=1, le=20, description="passages to retrieve")
 
 

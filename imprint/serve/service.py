@@ -17,11 +17,12 @@ from pathlib import Path
 
 from imprint.errors import ImprintError, NotFoundError
 from imprint.models import BaseModel
+from imprint.prompts import qa_prompt
 from imprint.serve.config import ServeConfig
 from imprint.serve.engine import Row, Sampling
 from imprint.serve.errors import APIError
 from imprint.serve.modules import ModuleCache, ModuleTooLarge
-from imprint.serve.prompting import Prompt, stop_token_ids
+from imprint.serve.prompting import Prompt, completion_prompt, stop_token_ids
 from imprint.serve.scheduler import Job, ModuleRef, QueueFull, Scheduler
 from imprint.serve.tenants import KeyRing, Tenant
 
@@ -103,12 +104,57 @@ class Service:
         return cards + list(latest.values())
 
     def retrieval_options(self, body, module: ModuleRef | None):
-        """The request's retrieval settings, or None when it does not ask for retrieval."""
+        """The request's `imprint` options when it asks for retrieval or evidence, else None."""
         options = body.imprint
-        return options if options is not None and options.retrieval else None
+        return options if options is not None and (options.retrieval or options.evidence) else None
 
-    async def answer_with_retrieval(self, body, messages, module, tenant, options):
-        raise APIError(400, "Retrieval is not available on this server yet.", "imprint.retrieval")
+    def retriever(self):
+        """The workspace's retrieval index, opened on the worker thread (its SQLite connection stays there) and
+        reopened, which syncs it, when the corpus changed; None for an empty corpus."""
+        from imprint.retrieval import Retriever
+
+        ws = self.workspace()
+        version = ws.corpus_version()
+        if getattr(self._local, "retriever_version", None) != version:
+            if getattr(self._local, "retriever", None) is not None:
+                self._local.retriever.close()
+            self._local.retriever = Retriever.open(ws) if ws.documents() else None
+            self._local.retriever_version = version
+        return self._local.retriever
+
+    async def answer(self, body, question: str, module: ModuleRef | None, tenant: Tenant, options):
+        """One question answered through `imprint.answer.answer_questions`: `rag` or `module+rag` with retrieval,
+        `base` or `module` closed-book plus evidence otherwise; greedy, as `imprint ask` answers."""
+        from imprint.answer import answer_questions, system_name
+        from imprint.evaluate.calibration import load_calibration
+
+        if body.n != 1:
+            raise APIError(400, "Answers with retrieval or evidence come one at a time: use n=1.", "n")
+        (row,) = self.plan(body, [completion_prompt(self.tokenizer, qa_prompt(question))], tenant, "messages")
+        label = module.key if module else None
+        mode = ("module+rag" if module else "rag") if options.retrieval else ("module" if module else "base")
+
+        def task(model):
+            retriever = self.retriever()
+            if retriever is None and options.retrieval:
+                raise APIError(400, "The workspace has no documents to retrieve from.", "imprint.retrieval")
+            calibration = load_calibration(self.root, system_name(mode, label), mode)
+            return answer_questions(model, self.tokenizer, [question], mode, module=label, retriever=retriever,
+                                    calibration=calibration, k=options.k,
+                                    max_new_tokens=row.sampling.max_tokens)[0]  # fmt: skip
+
+        future = asyncio.get_running_loop().create_future()
+
+        def on_done(exc):
+            if not future.done():
+                future.set_exception(exc) if exc else future.set_result(None)
+
+        job = self.submit([], module, tenant, on_done, task=task)
+        try:
+            await future
+        except Exception as exc:
+            raise as_api_error(exc) from exc
+        return job.result
 
     # --- running a request ---
 
@@ -174,7 +220,7 @@ class Service:
     def _release(self, tenant: Tenant) -> None:
         self.inflight[tenant.name] -= 1
 
-    def submit(self, rows: list[Row], module: ModuleRef | None, tenant: Tenant, on_done) -> Job:
+    def submit(self, rows: list[Row], module: ModuleRef | None, tenant: Tenant, on_done, task=None) -> Job:
         """Queue the rows; `on_done(exc)` runs on the event loop once they are all finished (or failed)."""
         loop = asyncio.get_running_loop()
         self._admit(tenant)
@@ -183,7 +229,7 @@ class Service:
             self._release(tenant)
             on_done(exc)
 
-        job = Job(rows, module, lambda exc: loop.call_soon_threadsafe(finished, exc))
+        job = Job(rows, module, lambda exc: loop.call_soon_threadsafe(finished, exc), task=task)
         try:
             self.scheduler.submit(job)
         except QueueFull as exc:

@@ -1,0 +1,144 @@
+"""The server as clients use it: the official `openai` client against real uvicorn on 127.0.0.1, streaming and not,
+on the base model and on LoRA, prefix and full modules; answers equal what each module's own model generates."""
+
+import concurrent.futures
+
+import httpx
+import openai
+import pytest
+import torch
+
+from imprint.models import load_base
+from imprint.pipeline import load_module
+from imprint.prompts import qa_prompt
+from imprint.workspace import Workspace
+
+QUESTION = "Who has served as chief financial officer since March 2019?"
+
+
+def reference(ws_dir, model_name: str, prompt: str, max_tokens: int) -> str:
+    """Greedy text of the module's (or base's) own model through Hugging Face `generate`."""
+    if model_name == "tiny":
+        base = load_base("tiny")
+        model, tokenizer = base.model, base.tokenizer
+    else:
+        model, tokenizer, _ = load_module(Workspace.open(ws_dir), model_name)
+    enc = tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bool(getattr(model, "imprint_autocast", 0))):
+        out = model.generate(**enc, max_new_tokens=max_tokens, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_models_lists_base_and_every_module_version(client):
+    cards = {m.id: m for m in client.models.list().data}
+    assert {"tiny", "alpha", "alpha@1", "alpha@2", "beta", "beta@1", "cart@1", "whole@1"} <= set(cards)
+    assert cards["cart"].method == "prefix" and cards["whole"].method == "full" and cards["alpha@1"].method == "lora"
+    assert client.models.retrieve("alpha@2").id == "alpha@2"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("ghost")
+
+
+@pytest.mark.parametrize("model", ["tiny", "alpha", "alpha@1", "cart", "whole"])
+def test_completion_equals_the_models_own_generate(client, ws_dir, model):
+    prompt = qa_prompt(QUESTION)
+    out = client.completions.create(model=model, prompt=prompt, max_tokens=12, temperature=0)
+    assert out.choices[0].text == reference(ws_dir, model, prompt, 12)
+    assert out.model == (
+        "tiny" if model == "tiny" else model if "@" in model else f"{model}@{2 if model == 'alpha' else 1}"
+    )
+    assert out.usage.completion_tokens <= 12 and out.usage.prompt_tokens == len(prompt) + 1  # bytes + BOS
+
+
+@pytest.mark.parametrize("model", ["tiny", "beta", "cart", "whole"])
+def test_chat_stream_equals_non_stream(client, model):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is the office?"}]
+    whole = client.chat.completions.create(model=model, messages=messages, max_tokens=10, temperature=0)
+    chunks = list(client.chat.completions.create(model=model, messages=messages, max_tokens=10, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == [whole.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_chat_on_a_module_asks_in_the_trained_question_format(client):
+    chat = client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": QUESTION}],
+                                          max_tokens=12, temperature=0)  # fmt: skip
+    raw = client.completions.create(model="alpha", prompt=qa_prompt(QUESTION), max_tokens=12, temperature=0, stop="\n")
+    assert chat.choices[0].message.content == raw.choices[0].text.lstrip()
+    assert chat.usage.prompt_tokens == raw.usage.prompt_tokens
+
+
+def test_sampling_choices_seeds_and_stops(client):
+    kwargs = dict(model="beta", prompt="The Lisbon office", max_tokens=12, temperature=1.5, n=3, seed=7)
+    first, again = client.completions.create(**kwargs), client.completions.create(**kwargs)
+    assert [c.index for c in first.choices] == [0, 1, 2]
+    assert [c.text for c in first.choices] == [c.text for c in again.choices]
+    batch = client.completions.create(model="tiny", prompt=["a", "b"], max_tokens=4, temperature=0, n=2)
+    assert len(batch.choices) == 4 and batch.choices[0].text == batch.choices[1].text
+    text = client.completions.create(model="tiny", prompt="Hello", max_tokens=16, temperature=0).choices[0].text
+    cut = client.completions.create(model="tiny", prompt="Hello", max_tokens=16, temperature=0, stop=[text[3:6]])
+    assert cut.choices[0].text == text[: text.index(text[3:6])] and cut.choices[0].finish_reason == "stop"
+
+
+def test_concurrent_requests_for_different_modules_share_forward_passes(client, server, ws_dir):
+    """Twelve requests over base, two LoRA modules and a prefix module, sent at once: they are decoded together
+    (the stats show batches mixing modules) and each still gets its own model's answer."""
+    jobs = [(m, f"{QUESTION[: 20 + i]}") for i, m in enumerate(["tiny", "alpha", "beta", "cart"] * 3)]
+    before = httpx.get(f"{server.root}/v1/imprint/stats").json()["scheduler"]
+
+    def call(job):
+        model, prompt = job
+        return client.completions.create(model=model, prompt=prompt, max_tokens=8, temperature=0).choices[0].text
+
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        texts = list(pool.map(call, jobs))
+    after = httpx.get(f"{server.root}/v1/imprint/stats").json()["scheduler"]
+    assert after["mixed_batches"] > before["mixed_batches"] and after["max_modules"] >= 3
+    assert after["batches"] - before["batches"] < len(jobs)
+    for (model, prompt), text in zip(jobs, texts, strict=True):
+        assert text == reference(ws_dir, model, prompt, 8)
+
+
+def _error(response) -> dict:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+@pytest.mark.parametrize(
+    "payload, status, param",
+    [
+        ({"model": "tiny", "messages": []}, 400, "messages"),
+        ({"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages.0.role"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": 3}, 400, "temperature"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 65}, 400, "max_tokens"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 9}, 400, "n"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "logit_bias": {}}, 400, "logit_bias"),
+        ({"messages": [{"role": "user", "content": "x"}]}, 400, "model"),
+        ({"model": "ghost", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),
+        ({"model": "alpha@9", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),
+        ({"model": "alpha@latest", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x" * 5000}], "max_tokens": 64}, 400, "messages"),
+    ],
+)
+def test_bad_requests_get_openai_error_bodies(server, payload, status, param):
+    response = httpx.post(f"{server.url}/chat/completions", json=payload)
+    assert response.status_code == status
+    assert _error(response)["param"] == param
+
+
+def test_malformed_bodies_routes_and_sizes(server, client):
+    broken = httpx.post(f"{server.url}/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and _error(broken)["type"] == "invalid_request_error"
+    huge = httpx.post(f"{server.url}/completions", json={"model": "tiny", "prompt": "x" * 30_000})
+    assert huge.status_code == 413 and _error(huge)["code"] == "request_too_large"
+    assert httpx.get(f"{server.url}/nowhere").status_code == 404
+    assert _error(httpx.get(f"{server.url}/completions"))["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
+        client.completions.create(model="tiny", prompt="x", max_tokens=1000)
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client.chat.completions.create(model="nobody", messages=[{"role": "user", "content": "x"}])
