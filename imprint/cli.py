@@ -312,6 +312,7 @@ def cmd_eval(args) -> None:
         lm_eval_tasks=tuple(t for t in (args.lm_eval or "").split(",") if t),
         lm_eval_limit=args.lm_eval_limit,
         lm_eval_include=args.lm_eval_include,
+        lm_eval_include=args.lm_eval_include,
         allow_leakage=args.allow_leakage,
     )
     judge = None
@@ -515,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retention-samples", type=int, default=32, help="base-model samples for self-retention")
     p.add_argument("--lm-eval", metavar="TASKS", help="comma list of lm-evaluation-harness tasks (if installed)")
     p.add_argument("--lm-eval-limit", type=int, help="items per lm-evaluation-harness task")
+    p.add_argument("--lm-eval-include", metavar="DIR", help="folder of your own lm-evaluation-harness task YAMLs")
     p.add_argument("--lm-eval-include", metavar="DIR", help="folder of your own lm-evaluation-harness task YAMLs")
     p.add_argument("--judge-url", help="OpenAI-compatible base URL of an LLM judge (e.g. http://127.0.0.1:8000/v1)")
     p.add_argument("--judge-model", default="default", help="model name the judge endpoint serves")

@@ -157,8 +157,13 @@ def lm_eval_available() -> bool:
     return True
 
 
-def run_lm_eval(pretrained: str, adapter: str | None, tasks: list[str], limit: int | None = None) -> dict:
+def run_lm_eval(
+    pretrained: str, adapter: str | None, tasks: list[str], limit: int | None = None, include_path: str | None = None
+) -> dict:
     """Run lm-evaluation-harness tasks on a base model directory, with a PEFT adapter directory when given.
+
+    `include_path` is a folder of the user's own task YAMLs (e.g. a local JSONL wrapped as a task, for machines
+    that cannot download the harness's datasets).
 
     Returns `{task: {metric: value}}`, or `{"skipped": reason}` when the harness is not installed. The adapter is
     passed as lm_eval's own `peft=` argument, so the harness (not imprint) loads it: a fine-tuned score equal to
@@ -168,13 +173,20 @@ def run_lm_eval(pretrained: str, adapter: str | None, tasks: list[str], limit: i
         return {"skipped": "lm-evaluation-harness is not installed (pip install lm-eval)"}
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
 
-    kwargs = {"pretrained": pretrained, "dtype": "bfloat16", "batch_size": 8, "device": "cpu"}
+    kwargs = {"pretrained": pretrained, "dtype": "auto", "batch_size": 8, "device": "cpu"}  # as saved
     if torch.cuda.is_available():
         kwargs["device"] = "cuda"
     if adapter:
         kwargs["peft"] = adapter
-    results = simple_evaluate(model=HFLM(**kwargs), tasks=tasks, limit=limit)["results"]
+    manager = TaskManager(include_path=include_path) if include_path else TaskManager()
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        from imprint.errors import ImprintError
+
+        raise ImprintError(f"unknown lm-evaluation-harness task(s): {', '.join(unknown)}")
+    results = simple_evaluate(model=HFLM(**kwargs), tasks=tasks, limit=limit, task_manager=manager)["results"]
     return {
         task: {k: round(v, 4) for k, v in metrics.items() if isinstance(v, int | float) and "stderr" not in k}
         for task, metrics in results.items()

@@ -190,6 +190,7 @@ class EvalOptions:
     retention_tokens: int = 64
     lm_eval_tasks: tuple[str, ...] = ()
     lm_eval_limit: int | None = None
+    lm_eval_include: str | None = None  # folder of the user's own lm-eval task YAMLs
     allow_leakage: bool = False
 
 
@@ -268,7 +269,8 @@ def _lm_eval(weights: str, base_ref: dict, options: EvalOptions) -> dict:
     if manifest is not None and manifest["method"] != "lora":
         return {"skipped": f"lm-evaluation-harness loads PEFT adapters; a {manifest['method']} module is not one"}
     adapter = str(base_ref["module_dirs"][weights]) if manifest is not None else None
-    return run_lm_eval(str(base_dir), adapter, list(options.lm_eval_tasks), options.lm_eval_limit)
+    tasks = list(options.lm_eval_tasks)
+    return run_lm_eval(str(base_dir), adapter, tasks, options.lm_eval_limit, options.lm_eval_include)
 
 
 def evaluate(
