@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -45,18 +45,50 @@ from imprint.serve.service import Service, new_id, sse, usage
 from imprint.serve.tenants import KeyRing, Tenant
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 429, 500, 503)}
-STREAMED = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+SSE_EVENT = {  # one server-sent event of a streamed answer (`"stream": true`)
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string", "description": "a JSON chunk (chat.completion.chunk or text_completion), an "
+                 "error body, or [DONE] at the end"},
+        "event": {"type": "string"},
+    },
+}  # fmt: skip
+STREAMED = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}}}
 
 
 bearer = HTTPBearer(auto_error=False, description="an API key from the keys file (any value on an open server)")
 
 
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
 def _tenant(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Tenant:
     key = f"Bearer {credentials.credentials}" if credentials else None
-    return request.app.state.service.keys.authenticate(key)
+    return _service(request).keys.authenticate(key)
 
 
+Svc = Annotated[Service, Depends(_service)]
 Who = Annotated[Tenant, Depends(_tenant)]
+router = APIRouter()
+
+
+def _app(lifespan=None) -> FastAPI:
+    app = FastAPI(
+        title="imprint",
+        version=__version__,
+        description="OpenAI-compatible API over one base model and many trained modules.",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    errors.install(app)
+    return app
+
+
+def api_spec() -> dict:
+    """The OpenAPI spec of the API, without loading a model (for clients and the schemathesis fuzz test)."""
+    return _app().openapi()
 
 
 def create_app(
@@ -77,88 +109,85 @@ def create_app(
         yield
         service.scheduler.close()
 
-    app = FastAPI(
-        title="imprint",
-        version=__version__,
-        description="OpenAI-compatible API over one base model and many trained modules.",
-        lifespan=lifespan,
-    )
+    app = _app(lifespan)
     app.state.service = service
-    errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
-
-    @app.get("/health", include_in_schema=False)
-    async def health():
-        return {"status": "ok"}
-
-    @app.get("/v1/models", response_model=ModelList, responses=ERRORS)
-    async def list_models(who: Who):
-        return {"object": "list", "data": service.models(who)}
-
-    @app.get("/v1/models/{model_id}", response_model=ModelCard, responses=ERRORS)
-    async def retrieve_model(model_id: str, who: Who):
-        for card in service.models(who):
-            if card["id"] == model_id:
-                return card
-        raise APIError(404, f"The model '{model_id}' does not exist or you do not have access to it.", "model",
-                       "model_not_found")  # fmt: skip
-
-    @app.post("/v1/chat/completions", response_model=ChatCompletion, responses={**ERRORS, **STREAMED})
-    async def chat_completions(body: ChatRequest, who: Who):
-        module = service.resolve(body.model, who)
-        options = service.retrieval_options(body, module)
-        messages = [(m.role, m.text()) for m in body.messages]
-        label = module.key if module else body.model
-        meta = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": label}
-        if options:
-            question = single_question(messages)
-            if question is None:
-                raise APIError(400, "Retrieval and evidence answer one question: send exactly one user message.",
-                               "messages")  # fmt: skip
-            answer = await service.answer(body, question, module, who, options)
-            return _answer_response(service, answer, meta, body)
-        prompt = chat_prompt(service.tokenizer, messages, on_module=module is not None)
-        rows = service.plan(body, [prompt], who, "messages")
-        info = {"module": module.key if module else None, "mode": "module" if module else "base"}
-        if body.stream:
-            deltas = service.stream(rows, module, who)
-            return _sse(_chat_events(deltas, rows, [prompt], meta, body, info))
-        await service.run(rows, module, who)
-        choices = [
-            {"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason}
-            for i, r in enumerate(rows)
-        ]
-        return {"object": "chat.completion", **meta, "choices": choices, "usage": usage([prompt], rows),
-                "imprint": info}  # fmt: skip
-
-    @app.post("/v1/completions", response_model=Completion, responses={**ERRORS, **STREAMED})
-    async def completions(body: CompletionRequest, who: Who):
-        module = service.resolve(body.model, who)
-        if service.retrieval_options(body, module):
-            raise APIError(400, "Retrieval and evidence answer questions: use /v1/chat/completions with one user "
-                           "message.", "imprint")  # fmt: skip
-        texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        prompts = [completion_prompt(service.tokenizer, t) for t in texts]
-        rows = service.plan(body, prompts, who, "prompt")
-        label = module.key if module else body.model
-        meta = {"id": new_id("cmpl"), "created": int(time.time()), "model": label}
-        info = {"module": module.key if module else None, "mode": "module" if module else "base"}
-        if body.stream:
-            deltas = service.stream(rows, module, who)
-            return _sse(_completion_events(deltas, rows, prompts, meta, body))
-        await service.run(rows, module, who)
-        choices = [{"index": i, "text": r.text, "finish_reason": r.finish_reason} for i, r in enumerate(rows)]
-        return {"object": "text_completion", **meta, "choices": choices, "usage": usage(prompts, rows),
-                "imprint": info}  # fmt: skip
-
-    @app.get("/v1/imprint/stats", include_in_schema=False)
-    async def stats(who: Who):
-        """Batching and module-cache counters (no module names: every tenant may read them)."""
-        snapshot = service.cache.snapshot()
-        snapshot["loaded"] = len(snapshot["loaded"])
-        return JSONResponse({"scheduler": dict(service.scheduler.stats), "modules": snapshot})
-
     return app
+
+
+@router.get("/health", include_in_schema=False)
+async def health():
+    return {"status": "ok"}
+
+
+@router.get("/v1/models", response_model=ModelList, responses=ERRORS)
+async def list_models(service: Svc, who: Who):
+    return {"object": "list", "data": service.models(who)}
+
+
+@router.get("/v1/models/{model_id}", response_model=ModelCard, responses=ERRORS)
+async def retrieve_model(model_id: str, service: Svc, who: Who):
+    for card in service.models(who):
+        if card["id"] == model_id:
+            return card
+    raise APIError(404, f"The model '{model_id}' does not exist or you do not have access to it.", "model",
+                   "model_not_found")  # fmt: skip
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion, responses={**ERRORS, **STREAMED})
+async def chat_completions(body: ChatRequest, service: Svc, who: Who):
+    module = service.resolve(body.model, who)
+    options = service.retrieval_options(body, module)
+    messages = [(m.role, m.text()) for m in body.messages]
+    label = module.key if module else body.model
+    meta = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": label}
+    if options:
+        question = single_question(messages)
+        if question is None:
+            raise APIError(400, "Retrieval and evidence answer one question: send exactly one user message.",
+                           "messages")  # fmt: skip
+        answer = await service.answer(body, question, module, who, options)
+        return _answer_response(service, answer, meta, body)
+    prompt = chat_prompt(service.tokenizer, messages, on_module=module is not None)
+    rows = service.plan(body, [prompt], who, "messages")
+    info = {"module": module.key if module else None, "mode": "module" if module else "base"}
+    if body.stream:
+        deltas = service.stream(rows, module, who)
+        return _sse(_chat_events(deltas, rows, [prompt], meta, body, info))
+    await service.run(rows, module, who)
+    choices = [
+        {"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason}
+        for i, r in enumerate(rows)
+    ]
+    return {"object": "chat.completion", **meta, "choices": choices, "usage": usage([prompt], rows), "imprint": info}
+
+
+@router.post("/v1/completions", response_model=Completion, responses={**ERRORS, **STREAMED})
+async def completions(body: CompletionRequest, service: Svc, who: Who):
+    module = service.resolve(body.model, who)
+    if service.retrieval_options(body, module):
+        raise APIError(400, "Retrieval and evidence answer questions: use /v1/chat/completions with one user "
+                       "message.", "imprint")  # fmt: skip
+    texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    prompts = [completion_prompt(service.tokenizer, t) for t in texts]
+    rows = service.plan(body, prompts, who, "prompt")
+    label = module.key if module else body.model
+    meta = {"id": new_id("cmpl"), "created": int(time.time()), "model": label}
+    info = {"module": module.key if module else None, "mode": "module" if module else "base"}
+    if body.stream:
+        deltas = service.stream(rows, module, who)
+        return _sse(_completion_events(deltas, rows, prompts, meta, body))
+    await service.run(rows, module, who)
+    choices = [{"index": i, "text": r.text, "finish_reason": r.finish_reason} for i, r in enumerate(rows)]
+    return {"object": "text_completion", **meta, "choices": choices, "usage": usage(prompts, rows), "imprint": info}
+
+
+@router.get("/v1/imprint/stats", include_in_schema=False)
+async def stats(service: Svc, who: Who):
+    """Batching and module-cache counters (no module names: every tenant may read them)."""
+    snapshot = service.cache.snapshot()
+    snapshot["loaded"] = len(snapshot["loaded"])
+    return JSONResponse({"scheduler": dict(service.scheduler.stats), "modules": snapshot})
 
 
 def _answer_response(service, answer, meta: dict, body):

@@ -46,7 +46,8 @@ class Sampling:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0 or self.top_p == 0
+        # below 1e-5 a temperature is greedy in effect, and dividing logits by it would overflow to inf
+        return self.temperature < 1e-5 or self.top_p == 0
 
 
 @dataclass(eq=False)

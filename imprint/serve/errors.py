@@ -47,8 +47,18 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
+TYPE_TAGS = {"str", "int", "float", "bool", "none", "list", "dict"}
+
+
 def _field(loc: tuple) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    """`messages.0.content` from pydantic's location, without the union-member tags it adds ("list[TextPart]",
+    "function-after[...]", model class names)."""
+    parts = [
+        str(p)
+        for p in loc
+        if p not in ("body", "query", "path", "header")
+        and not (isinstance(p, str) and ("[" in p or "-" in p or p in TYPE_TAGS or p[:1].isupper()))
+    ]
     return ".".join(parts) or None
 
 
@@ -89,7 +99,9 @@ def install(app: FastAPI) -> None:
             message = f"Method {request.method} is not allowed on {request.url.path}."
         else:
             message = str(exc.detail)
-        return APIError(exc.status_code, message).response()
+        response = APIError(exc.status_code, message).response()
+        response.headers.update(exc.headers or {})  # e.g. `Allow` on a 405
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

@@ -10,20 +10,34 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-INT64 = 2**63 - 1
+# Bounds that survive the spec's JSON numbers exactly (they are floats there): 2**63 - 1 would not.
+MAX_TOKENS_BOUND = 2**31
+SEED_BOUND = 2**62
+
+
+def _unicode(text: str) -> str:
+    """JSON may escape lone surrogates ("\\ud800"), which are not text: no tokenizer or database takes them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (it holds an unpaired surrogate code point)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
 ModelName = Annotated[
-    str, Field(min_length=1, max_length=256, description="the base model's name, or a module as `name` or `name@N`")
+    Text, Field(min_length=1, max_length=256, description="the base model's name, or a module as `name` or `name@N`")
 ]
 StopField = Annotated[
-    str | Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=4)] | None,
+    Text | Annotated[list[Annotated[Text, Field(min_length=1, max_length=256)]], Field(max_length=4)] | None,
     Field(description="up to 4 strings; generation stops before the first one produced"),
 ]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # the spec says boolean: 0 is not false
 
 
 class ImprintOptions(Strict):
@@ -44,29 +58,29 @@ class Sampled(Strict):
     """Fields shared by both generation endpoints."""
 
     model: ModelName
-    max_tokens: int | None = Field(default=None, ge=1, le=INT64, description="new tokens at most")
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_BOUND, description="new tokens at most")
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, ge=0, le=1)
     n: int = Field(default=1, ge=1, le=128, description="choices to generate")
     stop: StopField = None
-    seed: int | None = Field(default=None, ge=-(2**63), le=INT64)
+    seed: int | None = Field(default=None, ge=-SEED_BOUND, le=SEED_BOUND)
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(default=None, max_length=256)
+    user: Text | None = Field(default=None, max_length=256)
     imprint: ImprintOptions | None = None
 
 
 class TextPart(Strict):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class Message(Strict):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | Annotated[list[TextPart], Field(min_length=1)]
-    name: str | None = Field(default=None, max_length=64)
+    content: Text | Annotated[list[TextPart], Field(min_length=1)]
+    name: Text | None = Field(default=None, max_length=64)
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
@@ -74,11 +88,13 @@ class Message(Strict):
 
 class ChatRequest(Sampled):
     messages: list[Message] = Field(min_length=1, max_length=512)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=INT64, description="alias of max_tokens")
+    max_completion_tokens: int | None = Field(
+        default=None, ge=1, le=MAX_TOKENS_BOUND, description="alias of max_tokens"
+    )
 
 
 class CompletionRequest(Sampled):
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=64)] = Field(
+    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=64)] = Field(
         description="a prompt, or a list of prompts (one choice each, times n)"
     )
 

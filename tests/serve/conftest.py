@@ -1,30 +1,60 @@
 """A tiny-model workspace with real trained modules of every method, and real servers on 127.0.0.1."""
 
+import json
+
 import openai
 import pytest
+import torch
 
-from imprint import pipeline
+from imprint import pipeline, registry
 from imprint.serve import BackgroundServer, ServeConfig, create_app
+from imprint.testing import tiny_lm, tiny_tokenizer
 from imprint.workspace import Workspace
 
 CORPUS = (
     "# Team\n\nPriya Raman has served as chief financial officer since March 2019. "
     "Employees receive 27 days of paid annual leave per year. The Lisbon office opened in 2021.\n"
 )
-TRAIN = {"train": {"epochs": 1, "lr": 1e-2, "checkpoint_every": 0}}
-SETTINGS = {"lora": {"lora": {"r": 4, "alpha": 8}}, "prefix": {"prefix": {"n_tokens": 6}}, "full": {}}
+
+
+def _register(ws, name: str, method: str, settings: dict, seed: int) -> None:
+    """A module made with the method's own attach/save and randomised weights (strong, distinct effects, and no
+    training time), registered as `imprint train` registers one."""
+    impl = registry.method(method)()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = impl.attach(tiny_lm()[0], impl.config_class(**settings), tiny_tokenizer(), CORPUS)
+        with torch.no_grad():
+            for param_name, p in model.named_parameters():
+                if method != "lora" or "lora_B" in param_name:  # LoRA B starts at zero: give it a real update
+                    p.add_(torch.randn_like(p) * (0.3 if method == "lora" else 0.05))
+    version = ws.next_module_version(name)
+    directory = ws.module_dir(name, version)
+    directory.mkdir(parents=True)
+    files = impl.save(model, directory)
+    size = sum((directory / f).stat().st_size for f in files)
+    manifest = {"name": name, "version": version, "method": method, "base_model": "tiny", "files": files,
+                "corpus_version": ws.corpus_version(), "config": {method: settings}, "metrics": {},
+                "module_bytes": size, "created_at": pipeline.now()}  # fmt: skip
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    ws.register_module(name, version, method, "tiny", str(directory), manifest["corpus_version"], manifest)
 
 
 @pytest.fixture(scope="session")
 def ws_dir(tmp_path_factory):
-    """Modules: alpha@1, alpha@2, beta (LoRA), cart (prefix), whole (full), all on `tiny`."""
+    """Modules on `tiny`: alpha@1 (trained by the real pipeline), alpha@2 and beta (LoRA), cart (prefix), whole
+    (full), the last four with random weights."""
     root = tmp_path_factory.mktemp("serve-ws")
     (root / "team.md").write_text(CORPUS)
     ws = Workspace.open(root / "ws")
     pipeline.add(ws, [str(root / "team.md")], model="tiny")
     dataset = pipeline.synth(ws, "rules")["name"]
-    for name, method in [("alpha", "lora"), ("alpha", "lora"), ("beta", "lora"), ("cart", "prefix"), ("whole", "full")]:
-        pipeline.train_module(ws, [dataset], name, method, model="tiny", overrides={**TRAIN, **SETTINGS[method]})
+    overrides = {"train": {"epochs": 1, "lr": 1e-2, "checkpoint_every": 0}, "lora": {"r": 4, "alpha": 8}}
+    pipeline.train_module(ws, [dataset], "alpha", "lora", model="tiny", overrides=overrides)
+    _register(ws, "alpha", "lora", {"r": 4, "alpha": 8}, seed=1)
+    _register(ws, "beta", "lora", {"r": 8, "alpha": 8, "target_modules": "q_proj,v_proj,down_proj"}, seed=2)
+    _register(ws, "cart", "prefix", {"n_tokens": 6, "init": "random"}, seed=3)
+    _register(ws, "whole", "full", {}, seed=4)
     ws.close()
     return root / "ws"
 

@@ -2,6 +2,7 @@
 on the base model and on LoRA, prefix and full modules; answers equal what each module's own model generates."""
 
 import concurrent.futures
+import json
 
 import httpx
 import openai
@@ -123,10 +124,12 @@ def _error(response) -> dict:
         ({"model": "alpha@9", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),
         ({"model": "alpha@latest", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),
         ({"model": "tiny", "messages": [{"role": "user", "content": "x" * 5000}], "max_tokens": 64}, 400, "messages"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "a\ud800"}]}, 400, "messages.0.content"),
     ],
 )
 def test_bad_requests_get_openai_error_bodies(server, payload, status, param):
-    response = httpx.post(f"{server.url}/chat/completions", json=payload)
+    body = json.dumps(payload)  # ASCII-escaped, so a lone surrogate travels as "\ud800" as a client may send it
+    response = httpx.post(f"{server.url}/chat/completions", content=body, headers={"content-type": "application/json"})
     assert response.status_code == status
     assert _error(response)["param"] == param
 
