@@ -82,34 +82,38 @@ def retention_samples(base, n: int = 32, max_new_tokens: int = 64, seed: int = 1
     stop = tokenizer.eos_token_id
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
+    prompts = [RETENTION_PROMPTS[i % len(RETENTION_PROMPTS)] for i in range(n)]
     samples = []
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
         with Bar("retention samples", unit="prompts") as bar:
-            for i in range(n):
-                prompt = RETENTION_PROMPTS[i % len(RETENTION_PROMPTS)]
-                ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)
+            for start in range(0, n, 16):
+                batch = prompts[start : start + 16]
+                enc = tokenizer(batch, return_tensors="pt", padding=True).to(device)
                 out = model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
+                    **enc,
                     max_new_tokens=max_new_tokens,
                     do_sample=True,
-                    temperature=1.0,
+                    temperature=1.0,  # the base's own distribution: no temperature, top-k or top-p reshaping
                     top_p=1.0,
                     top_k=0,
                     pad_token_id=tokenizer.pad_token_id,
                 )
-                sample = [t for t in out[0, ids.shape[1] :].tolist() if t != stop]
-                if sample:
-                    samples.append(
-                        {
-                            "prompt": prompt,
-                            "prompt_ids": ids[0].tolist(),
-                            "sample_ids": sample,
-                            "text": tokenizer.decode(sample, skip_special_tokens=True),
-                        }
-                    )
-                bar.update(i + 1, n)
+                for row, prompt in enumerate(batch):
+                    generated = out[row, enc["input_ids"].shape[1] :].tolist()
+                    sample = generated[: generated.index(stop)] if stop in generated else generated
+                    if sample:
+                        samples.append(
+                            {
+                                "prompt": prompt,
+                                "prompt_ids": tokenizer(prompt)["input_ids"],
+                                "sample_ids": sample,
+                                "text": tokenizer.decode(sample, skip_special_tokens=True),
+                            }
+                        )
+                bar.update(min(start + 16, n), n)
     finally:
+        tokenizer.padding_side = side
         torch.random.set_rng_state(generator_state)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
