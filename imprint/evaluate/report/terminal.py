@@ -64,7 +64,8 @@ def print_scorecard(card: dict, console: Console) -> None:
             f"[bold red]LEAKAGE: {len(leak['leaked_items'])} eval question(s) are in the training data "
             f"({', '.join(leak['leaked_items'][:8])}): their scores measure memorisation[/bold red]"
         )
-    console.print(scorecard_table(card))
+    wide = console if console.is_terminal else Console(file=console.file, width=max(console.width, 180))
+    wide.print(scorecard_table(card))  # piped or logged: do not squeeze 13 columns into 80 characters
     for name, reason in card.get("skipped", {}).items():
         console.print(f"[yellow]not scored: {name}: {reason}[/yellow]")
     if leak["ok"]:
