@@ -1,15 +1,19 @@
-"""Next-token loss without materialising the full logits tensor.
+"""Next-token (and distillation) loss without materialising the full logits tensor.
 
 Gemma-3's 262k-token vocabulary makes `hidden @ embedding.T` the largest matmul of a training step, and its
 logits the largest tensor: 1 MB of fp32 per position. A plain `cross_entropy(logits.float())` writes and
 re-reads that tensor several times (cast, log-softmax, its backward), which on a 2-core CPU costs more than the
-matmul itself. Here a custom autograd function projects only the positions that carry a label (for question-
-answer records, the answer alone), in row blocks: the forward keeps just each row's log-sum-exp, and the
-backward recomputes each block's logits to form `softmax - onehot`. Peak memory is one block. For large
-vocabularies the element-wise part (cast + log-sum-exp, and softmax - onehot) is fused by `torch.compile`
-into one pass over the bf16 logits: on this 2-core AMX CPU, for a 256 x 262k block, 0.04 s instead of 0.16 s
-forward and 0.07 s instead of 0.44 s backward, measured 2026-11-23 on `_kernels(False)` vs `_kernels(True)`
-(whole-loop numbers: bench/RESULTS.md).
+matmul itself. Here a custom autograd function projects only the positions that carry a target (for question-
+answer records, the answer alone), in row blocks, and since the loss is the end of the graph it computes the
+gradients in the same pass (as Liger's fused linear cross-entropy does): per block, the logits, their
+log-sum-exp and `softmax - target` in one fused kernel, then `grad @ W` at once. Backward only scales the
+stored gradients, so the logits are projected once instead of twice and peak memory is one block.
+
+Targets are soft: each position has k target ids with weights (k = 1, weight 1 for plain next-token loss; the
+teacher's top-k probabilities for context distillation), and the loss of a row is sum_k w_k (lse - x_k).
+For large vocabularies the element-wise part is compiled with `torch.compile` into one pass over the bf16
+logits (on this 2-core AMX CPU, for a 256 x 262k block, 0.04 s instead of 0.16 s for the statistics and
+0.07 s instead of 0.44 s for the gradient, measured 2026-11-23; whole-loop numbers: bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -27,102 +31,145 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
-def _stats(logits: torch.Tensor, targets: torch.Tensor, softcap: float):
-    """Per-row log-sum-exp and target logit, in fp32 (fp64 stays fp64 for gradcheck)."""
+def _capped(logits: torch.Tensor, softcap: float) -> torch.Tensor:
     x = _upcast(logits)
-    if softcap:
-        x = torch.tanh(x / softcap) * softcap
-    return torch.logsumexp(x, dim=-1), x.gather(1, targets[:, None]).squeeze(1)
+    return torch.tanh(x / softcap) * softcap if softcap else x
 
 
-def _grad(logits: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor, softcap: float):
-    """d(sum CE)/d(logits) = softmax - onehot (through the soft cap when there is one), times the upstream grad."""
+def _loss_rows(logits: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, softcap: float) -> torch.Tensor:
+    """Per-row sum_k w_k (lse - x_k), in fp32 (fp64 stays fp64 for gradcheck)."""
+    x = _capped(logits, softcap)
+    lse = torch.logsumexp(x, dim=-1)
+    return weights.sum(1) * lse - (weights * x.gather(1, ids)).sum(1)
+
+
+def _loss_and_grad(logits: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, softcap: float):
+    """The rows' losses and d(sum of them)/d(logits) = sum(w) softmax - scatter(w), through the soft cap."""
     raw = _upcast(logits)
     x = torch.tanh(raw / softcap) * softcap if softcap else raw
-    grad = torch.exp(x - lse[:, None]) - torch.zeros_like(x).scatter_(1, targets[:, None], 1.0)
+    lse = torch.logsumexp(x, dim=-1)
+    wsum = weights.sum(1)
+    loss = wsum * lse - (weights * x.gather(1, ids)).sum(1)
+    grad = wsum[:, None] * torch.exp(x - lse[:, None]) - torch.zeros_like(x).scatter_add_(1, ids, weights)
     if softcap:
         grad = grad * (1 - torch.tanh(raw / softcap) ** 2)
-    return (grad * scale).to(logits.dtype)
+    return loss, grad.to(logits.dtype)
 
 
-_KERNELS: dict[bool, tuple] = {False: (_stats, _grad)}
+_KERNELS: dict[bool, tuple] = {False: (_loss_rows, _loss_and_grad)}
 
 
 def _kernels(compiled: bool):
     if compiled and compiled not in _KERNELS:
-        _KERNELS[True] = (torch.compile(_stats), torch.compile(_grad))
+        _KERNELS[True] = (torch.compile(_loss_rows), torch.compile(_loss_and_grad))
     return _KERNELS[compiled]
 
 
-class BlockwiseCrossEntropy(torch.autograd.Function):
-    """sum_i CE(h_i @ W.T, y_i), computed `block` rows at a time; gradients for h and (if trainable) W."""
+class FusedLinearCrossEntropy(torch.autograd.Function):
+    """sum_i sum_k w_ik CE(h_i @ W.T, y_ik), `block` rows at a time; gradients computed in the forward."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, block: int, softcap: float | None, compiled: bool):
-        stats, _ = _kernels(compiled)
-        lse = torch.empty(hidden.shape[0], dtype=_upcast(hidden[:1]).dtype, device=hidden.device)
-        picked = torch.empty_like(lse)
+    def forward(ctx, hidden, weight, ids, weights, block: int, softcap: float | None, compiled: bool, grads: bool):
+        loss_rows, loss_and_grad = _kernels(compiled)
+        weights = weights.to(_upcast(hidden[:1]).dtype)
+        need_h, need_w = grads and ctx.needs_input_grad[0], grads and ctx.needs_input_grad[1]
+        grad_hidden = torch.empty_like(hidden) if need_h else None
+        grad_weight = torch.zeros_like(_upcast(weight)) if need_w else None
+        total = torch.zeros((), dtype=weights.dtype, device=hidden.device)
         for start in range(0, hidden.shape[0], block):
             rows = slice(start, start + block)
-            lse[rows], picked[rows] = stats(F.linear(hidden[rows], weight), targets[rows], softcap or 0.0)
-        ctx.save_for_backward(hidden, weight, targets, lse)
-        ctx.block, ctx.softcap, ctx.compiled = block, softcap or 0.0, compiled
-        return (lse - picked).sum()
+            h, logits = hidden[rows], F.linear(hidden[rows], weight)
+            if not (need_h or need_w):
+                total += loss_rows(logits, ids[rows], weights[rows], softcap or 0.0).sum()
+                continue
+            loss, grad = loss_and_grad(logits, ids[rows], weights[rows], softcap or 0.0)
+            total += loss.sum()
+            if need_h:
+                grad_hidden[rows] = grad @ weight
+            if need_w:
+                grad_weight.addmm_(_upcast(grad).t(), _upcast(h))
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight) if g is not None))
+        ctx.has = (need_h, need_w)
+        return total
 
     @staticmethod
     def backward(ctx, grad_out):
-        hidden, weight, targets, lse = ctx.saved_tensors
-        _, grad_fn = _kernels(ctx.compiled)
-        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(_upcast(weight)) if ctx.needs_input_grad[1] else None
-        for start in range(0, hidden.shape[0], ctx.block):
-            rows = slice(start, start + ctx.block)
-            h = hidden[rows]
-            grad = grad_fn(F.linear(h, weight), lse[rows], targets[rows], grad_out, ctx.softcap)
-            if grad_hidden is not None:
-                grad_hidden[rows] = grad @ weight
-            if grad_weight is not None:
-                grad_weight.addmm_(_upcast(grad).t(), _upcast(h))
-        grad_weight = None if grad_weight is None else grad_weight.to(weight.dtype)
-        return grad_hidden, grad_weight, None, None, None, None
+        saved = list(ctx.saved_tensors)
+        grad_hidden = saved.pop(0) * grad_out if ctx.has[0] else None
+        grad_weight = saved.pop(0) * grad_out if ctx.has[1] else None
+        return grad_hidden, grad_weight, None, None, None, None, None, None
+
+
+def fused_cross_entropy(
+    hidden, weight, ids, weights=None, block: int = 256, softcap: float | None = None, compile: bool | None = None
+) -> torch.Tensor:
+    """Summed (soft-target) cross-entropy of `hidden @ weight.T`: `ids` (n,) or (n, k), `weights` like it.
+
+    `compile=None` compiles the element-wise kernels only for large vocabularies."""
+    if ids.dim() == 1:
+        ids = ids[:, None]
+    if weights is None:
+        weights = torch.ones(ids.shape, dtype=_upcast(hidden[:1]).dtype, device=hidden.device)
+    grads = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    if compile is None:
+        compile = weight.shape[0] >= COMPILE_MIN_VOCAB
+    args = (hidden, weight, ids, weights, block, softcap)
+    if compile:
+        try:
+            return FusedLinearCrossEntropy.apply(*args, True, grads)
+        except Exception as exc:  # no C++ compiler, unsupported platform: correct but slower eager kernels
+            warnings.warn(
+                f"torch.compile of the loss failed ({str(exc).splitlines()[0]}); using eager kernels", stacklevel=2
+            )
+            _KERNELS[True] = _KERNELS[False]
+    return FusedLinearCrossEntropy.apply(*args, False, grads)
+
+
+def blockwise_cross_entropy(hidden, weight, targets, block: int = 256, softcap=None, compile=None) -> torch.Tensor:
+    """Summed hard-label cross-entropy of `hidden @ weight.T` against `targets` (n,)."""
+    return fused_cross_entropy(hidden, weight, targets, None, block, softcap, compile)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def blockwise_cross_entropy(
-    hidden, weight, targets, block: int = 256, softcap: float | None = None, compile: bool | None = None
-) -> torch.Tensor:
-    """Summed cross-entropy of `hidden @ weight.T` against `targets`. `compile=None`: only for large vocabularies."""
-    if compile is None:
-        compile = weight.shape[0] >= COMPILE_MIN_VOCAB
-    if compile:
-        try:
-            return BlockwiseCrossEntropy.apply(hidden, weight, targets, block, softcap, True)
-        except Exception as exc:  # no C++ compiler, unsupported platform: correct but slower eager kernels
-            warnings.warn(
-                f"torch.compile of the loss failed ({str(exc).splitlines()[0]}); using eager kernels", stacklevel=2
-            )
-            _KERNELS[True] = _KERNELS[False]
-    return BlockwiseCrossEntropy.apply(hidden, weight, targets, block, softcap, False)
-
-
-def causal_lm_loss(model: torch.nn.Module, batch: dict, chunk: int = 256, compile: bool | None = None):
-    """Mean next-token cross-entropy over labelled positions, and how many positions that was."""
-    base = _unwrap(model)
+def decoder_hidden(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Last hidden states of a padded batch (`attention_mask`) or a packed one (`position_ids` restarting at each
+    example, no mask: transformers then masks attention block-diagonally, per example)."""
+    mask, positions = batch.get("attention_mask"), batch.get("position_ids")
     if hasattr(model, "decoder_hidden"):  # methods that change the inputs (a trained KV prefix) say how
-        hidden = model.decoder_hidden(batch["input_ids"], batch["attention_mask"])
-    else:
-        hidden = base.get_decoder()(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).last_hidden_state
+        return model.decoder_hidden(batch["input_ids"], mask, positions)
+    decoder = _unwrap(model).get_decoder()
+    return decoder(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions, use_cache=False)[0]
+
+
+def causal_lm_loss(
+    model: torch.nn.Module, batch: dict, chunk: int = 256, compile: bool | None = None, distill: float = 0.0
+):
+    """Mean loss over labelled positions, and how many positions that was.
+
+    Next-token cross-entropy; with `distill` > 0 and teacher targets in the batch (`teacher_ids`,
+    `teacher_probs`: the top-k of a teacher at each labelled position), each such position's target is
+    `(1 - distill) * onehot(label) + distill * teacher`, i.e. the loss mixes next-token and distillation
+    cross-entropy in one pass over the vocabulary.
+    """
+    base = _unwrap(model)
+    hidden = decoder_hidden(model, batch)
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
     n = int(keep.sum())
     if n == 0:
         return hidden.sum() * 0.0, 0
+    ids, weights = labels[keep][:, None], None
+    if distill > 0 and batch.get("teacher_ids") is not None:
+        teacher = batch["teacher_probs"][:, 1:][keep].float()
+        label_weight = torch.where(teacher.sum(1, keepdim=True) > 0, 1.0 - distill, 1.0)
+        ids = torch.cat([ids, batch["teacher_ids"][:, 1:][keep].long()], 1)
+        weights = torch.cat([label_weight, distill * teacher], 1)
     weight = base.get_output_embeddings().weight.to(hidden.dtype)  # fp32 master weights under bf16 autocast
     softcap = getattr(base.config, "final_logit_softcapping", None)
-    total = blockwise_cross_entropy(hidden[:, :-1][keep], weight, labels[keep], chunk, softcap, compile)
+    total = fused_cross_entropy(hidden[:, :-1][keep], weight, ids, weights, chunk, softcap, compile)
     return total / n, n
