@@ -120,14 +120,14 @@ def _print_gates(manifest: dict) -> None:
         highlight=False,
     )
     reasons = sorted({k for step in gates["by_step"].values() for k in step} - {"kept"})
-    table = Table("template", "candidates", "kept", *reasons, title="quality gates")
-    for step, counts in gates["by_step"].items():
-        table.add_row(
-            step, str(sum(counts.values())), str(counts.get("kept", 0)), *(str(counts.get(r, 0)) for r in reasons)
-        )
-    table.add_row(
-        "all", str(gates["candidates"]), str(gates["kept"]), *(str(gates["dropped"].get(r, 0)) for r in reasons)
-    )
+    table = Table("template", "completions", "candidates", "kept", *reasons, title="quality gates")
+    units = run.get("units_by_step", {})
+    for step in sorted(set(units) | set(gates["by_step"])):
+        counts = gates["by_step"].get(step, {})
+        cells = [str(units.get(step, 0)), str(sum(counts.values())), str(counts.get("kept", 0))]
+        table.add_row(step, *cells, *(str(counts.get(r, 0)) for r in reasons))
+    cells = [str(run["units"]), str(gates["candidates"]), str(gates["kept"])]
+    table.add_row("all", *cells, *(str(gates["dropped"].get(r, 0)) for r in reasons))
     console.print(table)
     if run.get("units_unparsed"):
         console.print(f"[dim]{run['units_unparsed']} completions held nothing usable (no record, no follow-up)[/dim]")
@@ -262,6 +262,7 @@ def cmd_calibrate(args) -> None:
             answers = answerer([i.question for i in items], progress=lambda d, t: bar.update(d, t))
         rows = [
             {
+                "id": i.id,
                 "features": [a.signals["logprob"], a.signals["relevance"], a.signals["support"]],
                 "correct": bool(i.answers) and token_f1(a.guess, list(i.answers)) >= args.f1,
                 "answerable": getattr(i, "answerable", bool(i.answers)),
@@ -311,7 +312,6 @@ def cmd_eval(args) -> None:
         retention_samples=args.retention_samples,
         lm_eval_tasks=tuple(t for t in (args.lm_eval or "").split(",") if t),
         lm_eval_limit=args.lm_eval_limit,
-        lm_eval_include=args.lm_eval_include,
         lm_eval_include=args.lm_eval_include,
         allow_leakage=args.allow_leakage,
     )
@@ -393,7 +393,8 @@ def cmd_serve(args) -> None:
     root = Path(args.workspace) if args.workspace else default_root()
     app = create_app(root, model=args.model, keys=args.keys, config=config)
     tenants = "open to any client (no --keys)" if not args.keys else f"API keys from {args.keys}"
-    err.print(f"serving {args.model} and the modules of {root} on http://{args.host}:{args.port}/v1, {tenants}")
+    where = f"http://{args.host}:{args.port}/v1"
+    err.print(f"serving {args.model} and the modules of {root} on {where}, {tenants}", soft_wrap=True, markup=False)
     serve(app, args.host, args.port)
 
 
@@ -516,7 +517,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retention-samples", type=int, default=32, help="base-model samples for self-retention")
     p.add_argument("--lm-eval", metavar="TASKS", help="comma list of lm-evaluation-harness tasks (if installed)")
     p.add_argument("--lm-eval-limit", type=int, help="items per lm-evaluation-harness task")
-    p.add_argument("--lm-eval-include", metavar="DIR", help="folder of your own lm-evaluation-harness task YAMLs")
     p.add_argument("--lm-eval-include", metavar="DIR", help="folder of your own lm-evaluation-harness task YAMLs")
     p.add_argument("--judge-url", help="OpenAI-compatible base URL of an LLM judge (e.g. http://127.0.0.1:8000/v1)")
     p.add_argument("--judge-model", default="default", help="model name the judge endpoint serves")
