@@ -91,6 +91,7 @@ def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_s
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                     eos_token_id=_stop_ids(tokenizer),
+                    begin_suppress_tokens=_stop_ids(tokenizer),  # no empty answer: a newline may not come first
                     pad_token_id=tokenizer.pad_token_id,
                     output_scores=True,
                     return_dict_in_generate=True,
@@ -150,6 +151,7 @@ def _generate_in_context(model, tokenizer, documents, questions, max_new_tokens:
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 eos_token_id=_stop_ids(tokenizer),
+                begin_suppress_tokens=_stop_ids(tokenizer),  # no empty answer: a newline may not come first
                 pad_token_id=tokenizer.pad_token_id,
                 output_scores=True,
                 return_dict_in_generate=True,

@@ -148,6 +148,7 @@ def fit_calibration(
         "abstain_unanswerable_cv": _rate(held_abstain[~on_answerable]),
         "abstain_answerable_cv": _rate(held_abstain[on_answerable]),
         "accuracy_answered_cv": _rate(correct[on_answerable & ~held_abstain] == 1),
+        "rows": [dict(r, held_out_abstained=bool(a)) for r, a in zip(rows, held_abstain, strict=True)],
     }
     return Calibration(system, conf_p, ans_p, threshold, report)
 
