@@ -78,6 +78,10 @@ def resolve_train_configs(method: str, overrides: dict | None = None):
     train_config = build(TrainConfig, "train", train_values)
     if train_config.replay_corpus and not Path(train_config.replay_corpus).exists():
         raise ImprintError(f"replay corpus {train_config.replay_corpus} does not exist")
+    if train_config.log:
+        from imprint.train.tracking import check_available
+
+        check_available(train_config.log)
     return method_impl, method_config, train_config
 
 

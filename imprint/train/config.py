@@ -15,7 +15,11 @@ class TrainConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     warmup: float = field(default=0.05, metadata={"help": "fraction of steps with linear warm-up"})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "cosine decays to lr * min_lr_ratio"})
-    batch_tokens: int = field(default=2048, metadata={"help": "padded tokens per micro-batch"})
+    batch_tokens: int = field(default=2048, metadata={"help": "tokens per micro-batch (rows x row width)"})
+    pack: bool = field(
+        default=True,
+        metadata={"help": "pack examples end to end into rows of max_len tokens (exact: no cross-example attention)"},
+    )
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     max_len: int = field(default=384, metadata={"help": "longer examples are truncated to this many tokens"})
     clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping"})
@@ -28,10 +32,18 @@ class TrainConfig:
         default="", metadata={"help": "file or folder of general text for replay (default: the base's own samples)"}
     )
     autocast: bool = field(
-        default=True, metadata={"help": "bf16 autocast for methods with fp32 master weights (full), where supported"}
+        default=True,
+        metadata={"help": "where the hardware has bf16: autocast fp32 trainables (full, LoRA/prefix on a bf16 base)"},
+    )
+    compile: str = field(
+        default="auto",
+        metadata={"help": "torch.compile the decoder layers: 'auto' (models of 50M+ parameters), 'on' or 'off'"},
     )
     seed: int = field(default=0, metadata={"help": "seed for init, shuffling and dropout"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = all cores)"})
+    log: str = field(
+        default="", metadata={"help": "log each step to 'tensorboard', 'wandb' or 'mlflow' (under runs/<name>/)"}
+    )
 
     def __post_init__(self):
         if self.epochs <= 0 or self.lr <= 0:
@@ -42,5 +54,9 @@ class TrainConfig:
             raise ValueError(f"replay must be in [0, 1), got {self.replay}")
         if self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must be >= 0")
+        if self.compile not in ("auto", "on", "off"):
+            raise ValueError(f"train.compile must be auto, on or off, got {self.compile!r}")
+        if self.log not in ("", "tensorboard", "wandb", "mlflow"):
+            raise ValueError(f"train.log must be tensorboard, wandb or mlflow, got {self.log!r}")
         if self.batch_tokens < 16 or self.grad_accum < 1 or self.max_len < 8 or self.loss_chunk < 1:
             raise ValueError("batch_tokens >= 16, grad_accum >= 1, max_len >= 8 and loss_chunk >= 1 are required")

@@ -2,10 +2,13 @@
 
 bf16 weights on CPUs that multiply bf16 natively (AMX here: ~8x fp32); trainable parameters stay fp32 (PEFT
 keeps adapters in fp32), AdamW with linear warm-up and cosine decay, gradient accumulation and clipping.
+Examples are packed into rows (imprint.train.data) unless `train.pack=false`; each step can be logged to
+TensorBoard, W&B or MLflow (`train.log`, imprint.train.tracking).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -19,10 +22,10 @@ from pathlib import Path
 import torch
 
 from imprint.errors import ImprintError
-from imprint.models import wants_autocast
+from imprint.train.compute import MicroStep
 from imprint.train.config import TrainConfig
-from imprint.train.data import Example, make_batches
-from imprint.train.loss import causal_lm_loss
+from imprint.train.data import Example, make_batches, pack_batches
+from imprint.train.tracking import open_tracker
 
 
 @dataclass
@@ -99,12 +102,14 @@ def train(
     progress=None,
     checkpoint: Path | None = None,
     resume: bool = False,
+    log_dir: Path | None = None,
 ):
     """Train the model's trainable parameters on `examples`; returns a TrainResult.
 
     `progress(done, total, info)` is called after each step. With `checkpoint`, state is saved there every
     `config.checkpoint_every` steps; `resume=True` continues from it, replaying the same batch order (the plan
-    is a pure function of the seed), so a killed run ends exactly as an uninterrupted one.
+    is a pure function of the seed), so a killed run ends exactly as an uninterrupted one. With `config.log`,
+    each step is logged under `log_dir` (default: the checkpoint's folder).
     """
     if not examples:
         raise ValueError("no training examples")
@@ -115,7 +120,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     epochs = math.ceil(config.epochs)
-    plan = [make_batches(examples, config.batch_tokens, pad_id, rng) for _ in range(epochs)]
+    plan = [_batches(examples, config, pad_id, rng) for _ in range(epochs)]
     batches = [b for epoch in plan for b in epoch][: max(1, round(len(plan[0]) * config.epochs))]
     total_steps = math.ceil(len(batches) / config.grad_accum)
     fingerprint = _fingerprint(examples, config)
@@ -123,40 +128,53 @@ def train(
     if resume and checkpoint and checkpoint.exists():
         result = load_checkpoint(checkpoint, model, optimizer, fingerprint)
         result.resumed_from = result.steps
-    device = next(model.parameters()).device
-    use_autocast = config.autocast and wants_autocast(model)
+    distill = getattr(model, "distill", 0.0)  # methods with a distillation target (prefix) set its weight
+    log_dir = log_dir or (checkpoint.parent if checkpoint else Path("runs") / "train")
+    tracker = open_tracker(config.log, log_dir, log_dir.name, dataclasses.asdict(config))
     model.train()
     start = time.perf_counter() - result.wall_s
-    for step in range(result.steps, total_steps):
-        micro = batches[step * config.grad_accum : (step + 1) * config.grad_accum]
-        n_labels = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
-        step_loss = 0.0
-        for batch in micro:
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
-                loss, n = causal_lm_loss(model, batch, config.loss_chunk)
-            (loss * (n / max(1, n_labels))).backward()  # weight micro-batches by their labelled positions
-            step_loss += loss.item() * n / max(1, n_labels)
-            result.tokens += batch["n_tokens"]
-            result.trained_tokens += n
-        torch.nn.utils.clip_grad_norm_(params, config.clip)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, total_steps, config)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        result.steps = step + 1
-        result.losses.append(step_loss)
-        result.wall_s = time.perf_counter() - start
-        if checkpoint and config.checkpoint_every and result.steps % config.checkpoint_every == 0:
-            save_checkpoint(checkpoint, model, optimizer, result, fingerprint)
-        if progress:
-            progress(step + 1, total_steps, {"loss": step_loss, "tok/s": result.tokens_per_s})
+    closing = contextlib.closing(tracker) if tracker else contextlib.nullcontext()
+    with MicroStep(model, config, distill) as micro_step, closing:
+        for step in range(result.steps, total_steps):
+            step_start, step_tokens = time.perf_counter(), result.tokens
+            micro = batches[step * config.grad_accum : (step + 1) * config.grad_accum]
+            n_labels = max(1, sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro))
+            step_loss = 0.0
+            for batch in micro:
+                n = int((batch["labels"][:, 1:] != -100).sum())
+                loss, _ = micro_step(batch, scale=n / n_labels)  # micro-batches weigh by labelled positions
+                step_loss += loss * n / n_labels
+                result.tokens += batch["n_tokens"]
+                result.trained_tokens += n
+            torch.nn.utils.clip_grad_norm_(params, config.clip)
+            lr = lr_at(step, total_steps, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            result.steps = step + 1
+            result.losses.append(step_loss)
+            result.wall_s = time.perf_counter() - start
+            if checkpoint and config.checkpoint_every and result.steps % config.checkpoint_every == 0:
+                save_checkpoint(checkpoint, model, optimizer, result, fingerprint)
+            if tracker:
+                tokens_per_s = (result.tokens - step_tokens) / (time.perf_counter() - step_start)
+                tracker.log(result.steps, {"loss": step_loss, "lr": lr, "tokens_per_s": tokens_per_s})
+            if progress:
+                progress(step + 1, total_steps, {"loss": step_loss, "tok/s": result.tokens_per_s})
     model.eval()
     return result
 
 
+def _batches(examples: list[Example], config: TrainConfig, pad_id: int, rng: random.Random) -> list[dict]:
+    if config.pack:
+        return pack_batches(examples, config.batch_tokens, config.max_len, pad_id, rng)
+    return make_batches(examples, config.batch_tokens, pad_id, rng)
+
+
 def _fingerprint(examples: list[Example], config: TrainConfig) -> str:
-    digest = hashlib.sha1(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("log", "threads")}  # no effect
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
     for e in examples:
         digest.update(e.record_id.encode())
     return digest.hexdigest()[:16]
