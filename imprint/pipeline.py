@@ -130,6 +130,13 @@ def train_module(
     corpus_text = "\n\n".join(c.text for c in ws.chunks())
     trainable = method_impl.attach(base.model, method_config, tokenizer=base.tokenizer, corpus_text=corpus_text)
     checkpoint = ws.root / "runs" / name / "checkpoint.pt"
+    if getattr(trainable, "distill", 0):  # context distillation: the method's teacher reads each record's sources
+        texts = {c.id: c.text for c in ws.chunks()}
+        sources = [[texts[c] for c in r.source_chunk_ids if c in texts] for r in records]
+        with Bar("teacher", unit="batches") as bar:
+            examples = method_impl.prepare_examples(
+                trainable, examples, base.tokenizer, sources, checkpoint.parent, lambda d, t: bar.update(d, t)
+            )
     with Bar("train", unit="steps") as bar:
         result = train(
             trainable,

@@ -5,10 +5,14 @@ It is initialised from the base model's own keys and values over the first token
 Cartridges paper found far better than random. The cache costs no prompt tokens at answer time, but each
 answer attends to `n_tokens` more positions. Note: on sliding-window layers (Gemma-3: 5 of every 6) a prompt
 longer than the window minus `n_tokens` no longer sees the prefix there.
+
+Training may add context distillation (`prefix.distill`, see distill.py): the prefix learns to make the
+model answer as the base model does with the source text in its context.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -55,21 +59,53 @@ class PrefixModel(torch.nn.Module):
             cache.update(k.to(dtype).expand(batch, -1, -1, -1), v.to(dtype).expand(batch, -1, -1, -1), layer)
         return cache
 
-    def _inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> dict:
+    def _packed_masks(self, position_ids: torch.Tensor) -> dict:
+        """Attention masks for packed rows behind the prefix: each token sees the whole prefix (within the
+        sliding window, counted from its own example's start) and the earlier tokens of its own example."""
+        config, n = self.base.config.get_text_config(), self.n_tokens
+        start = torch.diff(position_ids, prepend=position_ids[:, :1] - 1) != 1
+        example = start.cumsum(-1)
+        query = position_ids + n
+        keys = torch.cat([torch.arange(n, device=query.device).expand(query.shape[0], n), query], 1)
+        own = (example[:, :, None] == example[:, None, :]) & (position_ids[:, None, :] <= position_ids[:, :, None])
+        allowed = torch.cat([own.new_ones(*own.shape[:2], n), own], -1)[:, None]
+        window = getattr(config, "sliding_window", None) or keys.shape[1] + 1
+        sliding = allowed & ((query[:, :, None] - keys[:, None, :]) < window)[:, None]
+        implementation = config._attn_implementation
+        if implementation == "sdpa":
+            return {"full_attention": allowed, "sliding_attention": sliding}
+        if implementation == "eager":
+            dtype = self.base.get_input_embeddings().weight.dtype
+            low = torch.finfo(dtype).min
+            return {
+                k: torch.zeros(m.shape, dtype=dtype).masked_fill(~m, low)
+                for k, m in {"full_attention": allowed, "sliding_attention": sliding}.items()
+            }
+        raise ValueError(f"packed rows behind a prefix need sdpa or eager attention, not {implementation}")
+
+    def _inputs(self, input_ids, attention_mask=None, position_ids=None) -> dict:
         batch, length = input_ids.shape
+        if position_ids is not None and attention_mask is None:  # packed rows (imprint.train.data)
+            return {
+                "input_ids": input_ids,
+                "attention_mask": self._packed_masks(position_ids),
+                "position_ids": position_ids + self.n_tokens,
+                "cache": self._cache(batch),
+                "use_cache": True,
+            }
         if attention_mask is None:
             attention_mask = torch.ones(batch, length, dtype=torch.long, device=input_ids.device)
         prefix_mask = torch.ones(batch, self.n_tokens, dtype=attention_mask.dtype, device=attention_mask.device)
         return {
             "input_ids": input_ids,
             "attention_mask": torch.cat([prefix_mask, attention_mask], dim=1),
-            "past_key_values": self._cache(batch),
+            "cache": self._cache(batch),
             "use_cache": True,
         }
 
-    def decoder_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Last hidden states of the prompt tokens (used by the blockwise training loss)."""
-        return self.base.get_decoder()(**self._inputs(input_ids, attention_mask)).last_hidden_state
+    def decoder_hidden(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
+        """Last hidden states of padded or packed rows (used by the blockwise training loss)."""
+        return self.base.get_decoder()(**self._inputs(input_ids, attention_mask, position_ids)).last_hidden_state
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         return self.base(**self._inputs(input_ids, attention_mask), **kwargs)
@@ -104,21 +140,47 @@ class PrefixMethod:
             shape = (1, n_kv, config.n_tokens, head_dim)
             keys = [torch.randn(shape) * 0.02 for _ in range(text_config.num_hidden_layers)]
             values = [torch.randn(shape) * 0.02 for _ in range(text_config.num_hidden_layers)]
-        return PrefixModel(model, keys, values).to(model.device)
+        prefixed = PrefixModel(model, keys, values).to(model.device)
+        prefixed.method_config = config
+        prefixed.distill = config.distill  # read by the training loop's loss
+        return prefixed
+
+    def prepare_examples(self, model: PrefixModel, examples, tokenizer, sources, cache_dir=None, progress=None):
+        """With `distill` > 0: the teacher's targets for each example whose source chunk texts are given."""
+        config = model.method_config
+        if not config.distill:
+            return examples
+        from imprint.methods.prefix.distill import with_teacher_targets
+
+        return with_teacher_targets(
+            model.base,
+            tokenizer,
+            examples,
+            sources,
+            config.distill_top_k,
+            config.distill_context,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
 
     def save(self, model: PrefixModel, directory: Path) -> list[str]:
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {f"keys.{i}": k.detach().contiguous() for i, k in enumerate(model.keys)}
         tensors.update({f"values.{i}": v.detach().contiguous() for i, v in enumerate(model.values)})
         save_file(tensors, str(directory / WEIGHTS))
-        (directory / CONFIG).write_text(json.dumps({"n_tokens": model.n_tokens, "layers": len(model.keys)}))
+        config = dataclasses.asdict(getattr(model, "method_config", PrefixMethodConfig(n_tokens=model.n_tokens)))
+        (directory / CONFIG).write_text(
+            json.dumps({"n_tokens": model.n_tokens, "layers": len(model.keys), "config": config}, indent=2)
+        )
         return [CONFIG, WEIGHTS]
 
     def load(self, model, directory: Path) -> PrefixModel:
         tensors = load_file(str(directory / WEIGHTS))
-        layers = json.loads((directory / CONFIG).read_text())["layers"]
+        saved = json.loads((directory / CONFIG).read_text())
+        layers = saved["layers"]
         loaded = PrefixModel(
             model, [tensors[f"keys.{i}"] for i in range(layers)], [tensors[f"values.{i}"] for i in range(layers)]
         ).to(model.device)
+        loaded.method_config = PrefixMethodConfig(**saved.get("config", {"n_tokens": saved["n_tokens"]}))
         loaded.eval()
         return loaded
