@@ -40,15 +40,45 @@ def add(ws, paths: list[str], model: str = DEFAULT_MODEL, max_tokens: int = 200)
     )
 
 
-def synth(ws, strategy: str = "rules", name: str | None = None, overrides: dict | None = None) -> dict:
-    """Run a synthesis strategy over the current corpus and register the dataset."""
+def synth(
+    ws,
+    strategy: str = "rules",
+    name: str | None = None,
+    overrides: dict | None = None,
+    generator=None,
+    tokens: int | str | None = None,
+    model: str = DEFAULT_MODEL,
+) -> dict:
+    """Run a synthesis strategy over the current corpus and register the dataset.
+
+    Generator strategies (paraphrase, qa, entigraph, active-reading) write with `generator`: "local" (the
+    default: `model` in this process), "openai" (settings in the `generator` section), or any object with
+    the `Generator` protocol. They spend `tokens` generated tokens ("500k"), shared by the documents by size
+    (without a budget: `synth.rounds` passes), resume from `data/<name>/journal.jsonl` after an interruption,
+    and keep only what passes the quality gates: the manifest's `gates` counts what was dropped and why, and
+    `dropped.jsonl` lists every dropped record with its reason.
+    """
+    from imprint.synth.units import is_generative
+
     cls, config = resolve_synth_config(strategy, overrides)
     documents, chunks = ws.documents(), ws.chunks()
     if not chunks:
         raise ImprintError("the workspace has no documents: run `imprint add PATH` first")
     t0 = time.perf_counter()
-    records = cls(config).synthesize(documents, chunks)
     name = name or strategy
+    directory = ws.data_dir(name)
+    extra: dict = {}
+    if is_generative(cls):
+        records, extra = _synth_with_generator(
+            cls(config), directory, documents, chunks, generator, tokens, model, overrides
+        )
+    else:
+        if generator not in (None, "none") or tokens:
+            raise ImprintError(
+                f"strategy {strategy} uses no generator: --generator and --tokens apply to "
+                "paraphrase, qa, entigraph and active-reading"
+            )
+        records = cls(config).synthesize(documents, chunks)
     manifest = {
         "name": name,
         "strategy": strategy,
@@ -57,11 +87,11 @@ def synth(ws, strategy: str = "rules", name: str | None = None, overrides: dict 
         "n_records": len(records),
         "by_kind": {k: sum(r.kind == k for r in records) for k in ("text", "qa")},
         "source_chunks": len(chunks),
+        **extra,
         "wall_s": round(time.perf_counter() - t0, 2),
         "created_at": now(),
         "imprint_version": __version__,
     }
-    directory = ws.data_dir(name)
     write_records(directory, records, manifest)
     ws.register_dataset(name, str(directory), len(records), manifest["corpus_version"], manifest)
     return manifest
@@ -85,9 +115,75 @@ def resolve_train_configs(method: str, overrides: dict | None = None):
     return method_impl, method_config, train_config
 
 
-def resolve_synth_config(strategy: str, overrides: dict | None = None):
+def _synth_with_generator(strategy, directory: Path, documents, chunks, generator, tokens, model, overrides):
+    """The generator path of `synth`: budget, journal, progress bar and gates; returns (records, manifest extras)."""
+    from imprint.synth.budget import parse_tokens
+    from imprint.synth.engine import synthesize
+    from imprint.synth.generators import make_generator
+    from imprint.synth.journal import Journal
+
+    generator_config, gate_config = resolve_generation_configs(overrides)
+    budget = parse_tokens(tokens)
+    if generator == "none":
+        raise ImprintError(f"strategy {strategy.name} needs a generator: --generator local or --generator openai")
+    if generator is None or isinstance(generator, str):
+        generator = make_generator(generator or "local", generator_config, default_model=model)
+    tokenizer = load_tokenizer(model)
+    journal = Journal(directory / "journal.jsonl")
+    with Bar(f"synth {strategy.name}", unit="tokens" if budget else "units") as bar:
+        result = synthesize(
+            strategy,
+            generator,
+            documents,
+            chunks,
+            journal,
+            lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
+            tokens=budget,
+            config=strategy.config,
+            gates=gate_config,
+            progress=lambda done, total, info: bar.update(done, total, **info),
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    dropped = "".join(
+        json.dumps({"reason": reason, "detail": detail, "record": json.loads(r.to_json())}, ensure_ascii=False) + "\n"
+        for r, reason, detail in result.report.dropped
+    )
+    (directory / "dropped.jsonl.tmp").write_text(dropped, encoding="utf-8")
+    (directory / "dropped.jsonl.tmp").replace(directory / "dropped.jsonl")
+    extra = {
+        "generator": generator.name,
+        "generator_config": dataclasses.asdict(generator.config) if hasattr(generator, "config") else {},
+        "tokens_budget": budget,
+        "tokens_generated": result.stats["tokens_generated"],
+        "gates": result.report.summary(),
+        "gate_config": dataclasses.asdict(gate_config),
+        "templates": strategy.templates.versions(),
+        "run": result.stats,
+    }
+    return result.records, extra
+
+
+def resolve_generation_configs(overrides: dict | None = None):
+    """The `generator` and `gates` sections of the synth settings, validated."""
+    from imprint.synth.gates import GateConfig
+    from imprint.synth.generators import GeneratorConfig
+
     overrides = overrides or {}
-    check_sections(overrides, {"synth"})
+    return (
+        build(GeneratorConfig, "generator", overrides.get("generator", {})),
+        build(GateConfig, "gates", overrides.get("gates", {})),
+    )
+
+
+def resolve_synth_config(strategy: str, overrides: dict | None = None):
+    """Validate the strategy and its settings (`synth`, and `generator` and `gates` for generator strategies)."""
+    from imprint.synth.units import is_generative
+
+    overrides = overrides or {}
+    check_sections(overrides, {"synth", "generator", "gates"})
+    if not is_generative(registry.strategy(strategy)) and (overrides.get("generator") or overrides.get("gates")):
+        raise ImprintError(f"strategy {strategy} uses no generator: generator.* and gates.* settings do not apply")
+    resolve_generation_configs(overrides)
     cls = registry.strategy(strategy)
     config_cls = getattr(cls, "config_class", None)
     if config_cls is None and overrides.get("synth"):

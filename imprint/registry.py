@@ -12,6 +12,10 @@ from imprint.errors import ConfigError
 STRATEGIES: dict[str, str] = {
     "raw": "imprint.synth.raw:RawStrategy",
     "rules": "imprint.synth.rules:RulesStrategy",
+    "paraphrase": "imprint.synth.paraphrase:ParaphraseStrategy",
+    "qa": "imprint.synth.qa:QAStrategy",
+    "entigraph": "imprint.synth.entigraph:EntiGraphStrategy",
+    "active-reading": "imprint.synth.active_reading:ActiveReadingStrategy",
 }
 METHODS: dict[str, str] = {
     "lora": "imprint.methods.lora.method:LoraMethod",
