@@ -169,7 +169,117 @@ def _sample(logits: torch.Tensor, rows: list[Row]) -> tuple[list[int], list[floa
     return chosen, logprobs
 
 
-@torch.inference_mode()
+class Batch:
+    """Rows decoding together on one model with continuous batching: rows join between steps (after a prefill
+    of their own, their cache left-padded to the batch's length and concatenated) and leave as they finish.
+
+    Invariants between calls: rows are sorted by adapter; `tokens` holds each row's next input token, `mask` is
+    the attention mask including that token's slot, `positions` its position. Joining needs both caches shorter
+    than the sliding window (no layer has dropped old positions yet); `fits` says when it is not the case.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, router=None):
+        self.model, self.tokenizer, self.router = model, tokenizer, router
+        self.device = next(model.parameters()).device
+        self.dtype = model.get_input_embeddings().weight.dtype
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.window = getattr(config, "sliding_window", None)
+        self.autocast = wants_autocast(model)
+        self.rows: list[Row] = []
+        self.cache = self.mask = self.positions = self.tokens = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def fits(self, rows: list[Row]) -> bool:
+        """Whether `rows` can join now (always true for an empty batch)."""
+        if not self.rows or not self.window:
+            return True
+        width = max(r.prefix_len for r in rows) + max(len(r.prompt_ids) for r in rows)
+        return max(self.mask.shape[1], width) < self.window - 1
+
+    @torch.inference_mode()
+    def admit(self, rows: list[Row]) -> None:
+        """Prefill `rows` and add the unfinished ones to the batch (their first token is already generated)."""
+        rows = sorted(rows, key=lambda r: r.adapter)
+        width = max(len(r.prompt_ids) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad, dtype=torch.long, device=self.device)
+        prompt_mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
+        for i, row in enumerate(rows):
+            input_ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids, device=self.device)
+            prompt_mask[i, width - len(row.prompt_ids) :] = 1
+        cache, prefix_width = _prefix_cache(self.model, rows, self.dtype, self.device)
+        prefix_mask = torch.zeros((len(rows), prefix_width), dtype=torch.long, device=self.device)
+        for i, row in enumerate(rows):
+            prefix_mask[i, prefix_width - row.prefix_len :] = 1
+        mask = torch.cat([prefix_mask, prompt_mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_width:]
+        state = self._forward(rows, input_ids, mask, positions, cache)
+        if state[0]:
+            self._merge(*state)
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """One decode step for every row in the batch."""
+        state = self._forward(self.rows, self.tokens, self.mask, self.positions, self.cache)
+        self.rows, self.cache, self.mask, self.positions, self.tokens = state
+
+    def _forward(self, rows, input_ids, mask, positions, cache):
+        """Run the model, sample one token per row, drop finished rows: the new (rows, cache, mask, positions,
+        tokens)."""
+        routing = self.router.route([r.adapter for r in rows]) if self.router else contextlib.nullcontext({})
+        with routing as extra, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
+                             use_cache=True, logits_to_keep=1, **extra)  # fmt: skip
+        cache = out.cache
+        tokens, logprobs = _sample(out.logits[:, -1, :], rows)
+        for row, token, logprob in zip(rows, tokens, logprobs, strict=True):
+            if row.cancelled():
+                row.finish_reason = "cancelled"
+            else:
+                row.push(token, logprob, self.tokenizer)
+        keep = [i for i, r in enumerate(rows) if r.finish_reason is None]
+        if len(keep) < len(rows):
+            index = torch.tensor(keep, dtype=torch.long, device=self.device)
+            cache.batch_select_indices(index)
+            mask, positions, rows = mask[index], positions[index], [rows[i] for i in keep]
+        tokens = torch.tensor([[r.ids[-1]] for r in rows], dtype=torch.long, device=self.device).view(len(rows), 1)
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+        return rows, cache, mask, positions[:, -1:] + 1, tokens
+
+    def _merge(self, rows, cache, mask, positions, tokens) -> None:
+        if not self.rows:
+            self.rows, self.cache, self.mask, self.positions, self.tokens = rows, cache, mask, positions, tokens
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([_left_pad(mine.keys, width - 1, -2), _left_pad(theirs.keys, width - 1, -2)])
+            mine.values = torch.cat([_left_pad(mine.values, width - 1, -2), _left_pad(theirs.values, width - 1, -2)])
+            if hasattr(mine, "cumulative_length"):  # sliding-window layers count what they have seen
+                mine.cumulative_length = width - 1
+        self.mask = torch.cat([_left_pad(self.mask, width, 1), _left_pad(mask, width, 1)])
+        self.positions = torch.cat([self.positions, positions])
+        self.tokens = torch.cat([self.tokens, tokens])
+        self.rows = self.rows + rows
+        order = sorted(range(len(self.rows)), key=lambda i: self.rows[i].adapter)  # contiguous adapters again
+        if order != list(range(len(self.rows))):
+            index = torch.tensor(order, dtype=torch.long, device=self.device)
+            self.cache.batch_select_indices(index)
+            self.mask, self.positions, self.tokens = self.mask[index], self.positions[index], self.tokens[index]
+            self.rows = [self.rows[i] for i in order]
+
+
+def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """Zeros on the left of `dim` up to `width` (masked positions: attention never reads them)."""
+    missing = width - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
 def generate(model: torch.nn.Module, tokenizer, rows: list[Row], router=None) -> None:
     """Decode every row to its end in one batch on `model`; results land in the rows.
 
@@ -178,52 +288,7 @@ def generate(model: torch.nn.Module, tokenizer, rows: list[Row], router=None) ->
     """
     if not rows:
         return
-    rows = sorted(rows, key=lambda r: r.adapter)  # one contiguous segment per adapter
-    device = next(model.parameters()).device
-    dtype = model.get_input_embeddings().weight.dtype
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    width = max(len(r.prompt_ids) for r in rows)
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long, device=device)
-    prompt_mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-    for i, row in enumerate(rows):
-        input_ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids, device=device)
-        prompt_mask[i, width - len(row.prompt_ids) :] = 1
-    cache, prefix_width = _prefix_cache(model, rows, dtype, device)
-    prefix_mask = torch.zeros((len(rows), prefix_width), dtype=torch.long, device=device)
-    for i, row in enumerate(rows):
-        prefix_mask[i, prefix_width - row.prefix_len :] = 1
-    mask = torch.cat([prefix_mask, prompt_mask], dim=1)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_width:]
-    live = list(rows)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=wants_autocast(model))
-    while live:
-        routing = router.route([r.adapter for r in live]) if router else contextlib.nullcontext({})
-        with routing as extra, autocast:
-            out = model(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-                **extra,
-            )
-        cache = out.cache
-        tokens, logprobs = _sample(out.logits[:, -1, :], live)
-        for row, token, logprob in zip(live, tokens, logprobs, strict=True):
-            if row.cancelled():
-                row.finish_reason = "cancelled"
-            else:
-                row.push(token, logprob, tokenizer)
-        keep = [i for i, r in enumerate(live) if r.finish_reason is None]
-        if not keep:
-            break
-        tokens = torch.tensor([[live[i].ids[-1]] for i in keep], device=device)
-        if len(keep) < len(live):
-            index = torch.tensor(keep, device=device)
-            cache.batch_select_indices(index)
-            mask, positions = mask[index], positions[index]
-            live = [live[i] for i in keep]
-        input_ids = tokens
-        mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
-        positions = positions[:, -1:] + 1
+    batch = Batch(model, tokenizer, router)
+    batch.admit(rows)
+    while batch:
+        batch.step()

@@ -1,11 +1,11 @@
-"""The dynamic batcher: requests queue up, one worker thread takes as many as fit a batch, loads their modules and
-decodes them together.
+"""The batcher: requests queue up and one worker thread decodes them with continuous batching.
 
-After the first request of a batch arrives the worker waits at most `batch_window_ms` for more (no wait at all
-when requests piled up while the previous batch ran), takes whole requests until `max_batch` sequences, makes sure
-their modules are loaded (LRU, pinned while the batch runs), then decodes base, LoRA and prefix rows in one batch
-and each full fine-tune's rows in a batch on its own model. Batches are static: a request that arrives while a
-batch decodes waits for the next one, but rows that finish leave the running batch at once.
+When nothing is decoding, the worker waits for a request and then at most `batch_window_ms` for more; while
+batches are decoding, it takes whatever arrived between two steps. New requests' modules are loaded (LRU, pinned
+while their rows decode), their rows are prefilled and join a running batch, and every batch makes one decode
+step per round; rows leave the moment they finish. Base, LoRA and prefix rows share one batch on the shared
+model; each full fine-tune's rows form a batch on its own model copy. A request that cannot join yet (the batch
+is full, or its cache grew past the sliding window) waits for rows to leave.
 
 Results and streamed text go back through callbacks the HTTP layer gives (they run on this thread and must only
 hand the data over to the event loop).
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imprint.serve.config import ServeConfig
-from imprint.serve.engine import Row, generate
+from imprint.serve.engine import Batch, Row
 from imprint.serve.modules import ModuleCache, ModuleTooLarge
 
 log = logging.getLogger("imprint.serve")
@@ -55,6 +55,7 @@ class Job:
     task: Callable | None = None
     result: object = None
     cancelled: bool = False
+    batch: str | None = None  # the batch its rows decode in ("" is the shared model)
     arrived: float = field(default_factory=time.monotonic)
 
     def __post_init__(self):
@@ -77,7 +78,10 @@ class Scheduler:
         self.queue: deque[Job] = deque()
         self.cond = threading.Condition()
         self.running = True
-        self.stats = {"batches": 0, "rows": 0, "max_rows": 0, "mixed_batches": 0, "max_modules": 0, "errors": 0}
+        self.batches: dict[str, Batch] = {}  # "" is the shared model; full fine-tunes by module key
+        self.active: list[Job] = []  # jobs whose rows are decoding
+        self.stats = {"steps": 0, "prefills": 0, "rows": 0, "row_steps": 0, "max_rows": 0, "mixed_steps": 0,
+                      "max_modules": 0, "errors": 0}  # fmt: skip
         self.thread = threading.Thread(target=self._work, name="imprint-batcher", daemon=True)
         self.thread.start()
 
@@ -97,28 +101,26 @@ class Scheduler:
         self.thread.join(timeout)
 
     def _collect(self) -> list[Job]:
-        """Block for the next batch of whole jobs, at most `max_batch` sequences (always at least one job)."""
+        """The jobs to start now: wait (block, then the batch window) only when nothing is decoding."""
         with self.cond:
-            while self.running and not self.queue:
-                self.cond.wait()
-            if not self.running:
-                return []
-            deadline = self.queue[0].arrived + self.config.batch_window_ms / 1000
-            while self.running and sum(len(j.rows) for j in self.queue) < self.config.max_batch:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.cond.wait(left)
-            jobs, size = [], 0
-            while self.queue and (not jobs or size + max(1, len(self.queue[0].rows)) <= self.config.max_batch):
+            if not self.active:
+                while self.running and not self.queue:
+                    self.cond.wait()
+                deadline = self.queue[0].arrived + self.config.batch_window_ms / 1000 if self.queue else 0
+                while self.running and sum(len(j.rows) for j in self.queue) < self.config.max_batch:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self.cond.wait(left)
+            jobs = []
+            while self.queue:
                 job = self.queue.popleft()
                 if job.cancelled:  # its client left while it waited
                     for row in job.rows:
                         row.finish_reason = "cancelled"
                     job.complete(None)
-                    continue
-                jobs.append(job)
-                size += max(1, len(job.rows))
+                else:
+                    jobs.append(job)
             return jobs
 
     def _requeue(self, jobs: list[Job]) -> None:
@@ -128,81 +130,120 @@ class Scheduler:
     def _work(self) -> None:
         while self.running:
             jobs = self._collect()
-            if not jobs:
-                continue
+            if not self.running:
+                break
             try:
-                self._run(jobs)
-            except Exception as exc:  # never let one bad batch kill the worker: fail its requests instead
+                self._start(jobs)
+                self._step()
+            except Exception as exc:  # never let a failure kill the worker: fail the requests involved instead
                 log.exception("batch failed")
                 self.stats["errors"] += 1
-                for job in jobs:
+                for job in [*jobs, *self.active]:
                     job.complete(exc)
+                self.active, self.batches = [], {}
+            self._finish()
 
-    def _run(self, jobs: list[Job]) -> None:
-        deferred: list[Job] = []
-        groups: dict[str, list[Job]] = {"": []}  # "" is the shared model; full fine-tunes by module key
-        tasks: list[tuple[Job, object]] = []
-        pinned: set[str] = set()
+    def _pinned(self) -> set[str]:
+        return {job.module.key for job in self.active if job.module is not None}
+
+    def _start(self, jobs: list[Job]) -> None:
+        """Load the jobs' modules, run answer tasks, and let the rows of as many jobs as fit join batches."""
+        waiting: list[Job] = []
+        joining: dict[str, list[Job]] = {}
         for job in jobs:
-            if job.module is None:
-                if job.task:
-                    tasks.append((job, None))
-                else:
-                    groups[""].append(job)
-                continue
-            try:
-                loaded = self.cache.get(job.module.key, job.module.method, job.module.directory, pinned)
-            except ModuleTooLarge as exc:
-                if exc.fits_alone:  # not next to this batch's modules: run it in a later batch
-                    deferred.append(job)
-                else:
+            loaded = None
+            if job.module is not None:
+                try:
+                    loaded = self.cache.get(job.module.key, job.module.method, job.module.directory, self._pinned())
+                except ModuleTooLarge as exc:
+                    if exc.fits_alone:  # not next to the modules in use: wait for their rows to finish
+                        waiting.append(job)
+                    else:
+                        job.complete(exc)
+                    continue
+                except Exception as exc:  # an unreadable module file fails its own requests only
+                    log.exception("cannot load module %s", job.module.key)
                     job.complete(exc)
-                continue
-            except Exception as exc:  # an unreadable module file fails its own requests only
-                log.exception("cannot load module %s", job.module.key)
-                job.complete(exc)
-                continue
-            pinned.add(loaded.key)
+                    continue
             if job.task:
-                tasks.append((job, loaded))
+                self._run_task(job, loaded)
+                continue
+            key = loaded.key if loaded is not None and loaded.model is not None else ""
+            batch = self.batches.get(key)
+            queued = sum(len(j.rows) for j in joining.get(key, []))
+            rows = [r for j in [*joining.get(key, []), job] for r in j.rows]
+            if batch is not None and (
+                len(batch) + queued + len(job.rows) > self.config.max_batch or not batch.fits(rows)
+            ):
+                waiting.append(job)
                 continue
             for row in job.rows:
-                row.adapter = loaded.adapter or row.adapter
-                row.prefix = loaded.prefix
-            groups.setdefault(loaded.key if loaded.model is not None else "", []).append(job)
-        if deferred:
-            self._requeue(deferred)
-        for job, loaded in tasks:
+                row.adapter = loaded.adapter if loaded is not None and loaded.adapter else row.adapter
+                row.prefix = loaded.prefix if loaded is not None else None
+            job.batch = key
+            joining.setdefault(key, []).append(job)
+            self.active.append(job)  # its module is pinned from now on
+        if waiting:
+            self._requeue(waiting)
+        for key, group in joining.items():
+            if key not in self.batches:
+                model = self.cache.loaded[key].model if key else self.cache.shared_model
+                self.batches[key] = Batch(model, self.tokenizer, router=None if key else self.cache.router)
+            batch = self.batches[key]
+            batch.router = None if key else self.cache.router  # the first LoRA module may have just loaded
             try:
-                with self.cache.exclusive(loaded) as model:
-                    job.result = job.task(model)
+                batch.admit([row for job in group for row in job.rows])
             except Exception as exc:
-                log.exception("answer failed")
-                job.complete(exc)
+                self._fail(key, group, exc)
                 continue
-            job.complete(None)
-        for key, group in groups.items():
-            if not group:
-                continue
-            model = self.cache.loaded[key].model if key else self.cache.shared_model
-            rows = [row for job in group for row in job.rows]
-            try:
-                generate(model, self.tokenizer, rows, router=None if key else self.cache.router)
-            except Exception as exc:
-                log.exception("generation failed")
-                self.stats["errors"] += 1
-                for job in group:
-                    job.complete(exc)
-                continue
-            self._count(group, rows)
-            for job in group:
-                job.complete(None)
+            self.stats["prefills"] += 1
+            self.stats["rows"] += sum(len(job.rows) for job in group)
 
-    def _count(self, group: list[Job], rows: list[Row]) -> None:
-        modules = len({job.module.key if job.module else "" for job in group})
-        s = self.stats
-        s["batches"] += 1
-        s["rows"] += len(rows)
-        s["max_rows"] = max(s["max_rows"], len(rows))
-        s["mixed_batches"] += modules > 1
-        s["max_modules"] = max(s["max_modules"], modules)
+    def _run_task(self, job: Job, loaded) -> None:
+        try:
+            with self.cache.exclusive(loaded) as model:
+                job.result = job.task(model)
+        except Exception as exc:
+            log.exception("answer failed")
+            job.complete(exc)
+            return
+        job.complete(None)
+
+    def _step(self) -> None:
+        for key, batch in list(self.batches.items()):
+            if not batch:
+                continue
+            jobs = [job for job in self.active if job.batch == key]
+            modules = len({job.module.key if job.module else "" for job in jobs})
+            live = len(batch)
+            try:
+                batch.step()
+            except Exception as exc:
+                self._fail(key, jobs, exc)
+                continue
+            s = self.stats
+            s["steps"] += 1
+            s["row_steps"] += live
+            s["max_rows"] = max(s["max_rows"], live)
+            s["mixed_steps"] += modules > 1
+            s["max_modules"] = max(s["max_modules"], modules)
+
+    def _fail(self, key: str, jobs: list[Job], exc: Exception) -> None:
+        log.exception("generation failed", exc_info=exc)
+        self.stats["errors"] += 1
+        for job in jobs:
+            for row in job.rows:
+                row.finish_reason = row.finish_reason or "error"
+            job.complete(exc)
+        self.batches.pop(key, None)
+
+    def _finish(self) -> None:
+        """Complete the jobs whose rows have all finished; drop empty batches."""
+        still = []
+        for job in self.active:
+            if all(row.finish_reason is not None for row in job.rows):
+                job.complete(None)
+            else:
+                still.append(job)
+        self.active = still
+        self.batches = {key: batch for key, batch in self.batches.items() if batch}

@@ -66,6 +66,8 @@ class Sampled(Strict):
     seed: int | None = Field(default=None, ge=-SEED_BOUND, le=SEED_BOUND)
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
+    ignore_eos: bool = Field(default=False, description="keep generating past end-of-sequence (vLLM's extension; "
+                             "for benchmarks)")  # fmt: skip
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: Text | None = Field(default=None, max_length=256)

@@ -204,7 +204,8 @@ class Service:
                     body.presence_penalty,
                     body.frequency_penalty,
                 )
-                rows.append(Row(prompt.ids, sampling, self.stop_ids, lstrip=prompt.lstrip))
+                stop_ids = frozenset() if body.ignore_eos else self.stop_ids
+                rows.append(Row(prompt.ids, sampling, stop_ids, lstrip=prompt.lstrip))
         return rows
 
     def _admit(self, tenant: Tenant) -> None:

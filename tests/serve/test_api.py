@@ -98,8 +98,8 @@ def test_concurrent_requests_for_different_modules_share_forward_passes(client, 
     with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
         texts = list(pool.map(call, jobs))
     after = httpx.get(f"{server.root}/v1/imprint/stats").json()["scheduler"]
-    assert after["mixed_batches"] > before["mixed_batches"] and after["max_modules"] >= 3
-    assert after["batches"] - before["batches"] < len(jobs)
+    assert after["mixed_steps"] > before["mixed_steps"] and after["max_modules"] >= 3
+    assert after["prefills"] - before["prefills"] < len(jobs)  # requests joined in groups
     for (model, prompt), text in zip(jobs, texts, strict=True):
         assert text == reference(ws_dir, model, prompt, 8)
 

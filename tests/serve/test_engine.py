@@ -6,7 +6,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from imprint.methods.prefix.method import PrefixMethod, PrefixModel
-from imprint.serve.engine import Row, Sampling, generate
+from imprint.serve.engine import Batch, Row, Sampling, generate
 from imprint.serve.multilora import LoraBank
 from imprint.testing import tiny_lm, tiny_tokenizer
 
@@ -110,6 +110,39 @@ def test_mixed_batch_gives_each_row_its_own_model(adapters, prefixes):
         generate(shared, tok, [alone], router=bank)
         assert alone.ids == row.ids
     assert len({tuple(r.logprobs) for r in rows}) == len(rows)  # six different models, six different results
+
+
+def test_rows_joining_a_running_batch_get_their_own_models_answers(adapters, prefixes):
+    """Continuous batching: rows admitted between decode steps (their caches left-padded to the batch's length)
+    and rows leaving early change nothing about any row's tokens or log-probabilities."""
+    tok = tiny_tokenizer()
+    shared = tiny_lm()[0]
+    bank = LoraBank(shared)
+    for name in ("wide", "rs"):
+        bank.load(name, adapters / name)
+    cache = ([k.detach() for k in prefixes[7].keys], [v.detach() for v in prefixes[7].values])
+    first = [Row(_ids(tok, PROMPTS[0]), Sampling(max_tokens=9, temperature=0), adapter="wide"),
+             Row(_ids(tok, "x"), Sampling(max_tokens=2, temperature=0))]  # fmt: skip
+    later = [Row(_ids(tok, PROMPTS[2]), Sampling(max_tokens=5, temperature=0), adapter="rs"),
+             Row(_ids(tok, "Hi"), Sampling(max_tokens=6, temperature=0), prefix=cache),
+             Row(_ids(tok, PROMPTS[1]), Sampling(max_tokens=4, temperature=0), adapter="wide")]  # fmt: skip
+    batch = Batch(shared, tok, router=bank)
+    batch.admit(first)
+    batch.step()
+    batch.step()  # the short row has left; the long prompts joining are longer than the batch's cache
+    assert len(batch) == 1 and batch.fits(later)
+    batch.admit(later)
+    assert [r.adapter for r in batch.rows] == sorted(r.adapter for r in batch.rows)
+    batch.step()
+    last = [Row(_ids(tok, "y"), Sampling(max_tokens=3, temperature=0), adapter="rs")]  # shorter than the batch
+    batch.admit(last)
+    while batch:
+        batch.step()
+    for row in first + later + last:
+        alone = Row(row.prompt_ids, row.sampling, adapter=row.adapter, prefix=row.prefix)
+        generate(shared, tok, [alone], router=bank)
+        assert alone.ids == row.ids and len(row.ids) == row.sampling.max_tokens
+        torch.testing.assert_close(torch.tensor(row.logprobs), torch.tensor(alone.logprobs), atol=1e-4, rtol=1e-4)
 
 
 def test_prefix_rows_match_prefix_model_generate(prefixes):
