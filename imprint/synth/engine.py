@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 
 from imprint.synth.budget import allocate
@@ -109,6 +109,10 @@ def synthesize(
     by_id = {s.doc.id: s for s in states}
     stats: Counter = Counter()
     units_by_step: Counter = Counter()
+    # a wave admits units until their expected length fills the budget: the mean completion of each prompt so
+    # far (the whole max_tokens before the first one returns), so waves stay full when completions run short
+    lengths: dict[str, list[int]] = defaultdict(list)
+    expected: dict[str, float] = {}
     candidates: list[SynthRecord] = []
     used: set[str] = set()
     batch_size = max(1, int(getattr(generator, "batch_size", 8)))
@@ -139,7 +143,7 @@ def synthesize(
             while state.queue and (state.budget is None or state.spent + committed < state.budget):
                 unit = state.queue.popleft()
                 wave.append(unit)
-                committed += unit.max_tokens
+                committed += expected.get(unit.step, unit.max_tokens)
             if not committed and state.budget is not None:
                 state.done = True  # budget spent: the rest of its queue is not generated
         if not wave:
@@ -153,6 +157,8 @@ def synthesize(
             state.spent += entry["n_tokens"]
             state.spent_this_round += entry["n_tokens"]
             stats["units"] += 1
+            lengths[unit.step].append(max(1, entry["n_tokens"]))
+            expected[unit.step] = sum(lengths[unit.step]) / len(lengths[unit.step])
             units_by_step[unit.step] += 1
             records, follow_ups = strategy.parse(unit, entry["completion"], entry["truncated"])
             if not records and not follow_ups:
@@ -171,6 +177,7 @@ def synthesize(
         candidates,
         lambda r: "\n".join([titles.get(r.meta["doc_id"], "")] + [texts[c] for c in r.source_chunk_ids if c in texts]),
         gates,
+        title_of=lambda r: titles.get(r.meta["doc_id"], ""),
     )
     journal.compact(used)
     wall = time.perf_counter() - t0

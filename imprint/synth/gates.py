@@ -175,8 +175,13 @@ def _shingles(text: str) -> set[str]:
     return {" ".join(ws[i : i + 3]) for i in range(len(ws) - 2)} if len(ws) >= 3 else set(ws)
 
 
-def _content(record: SynthRecord) -> str:
-    return record.text if record.kind == "text" else f"{record.question}\n{record.answer}"
+def _content(record: SynthRecord, title: str = "") -> str:
+    """What the generator wrote: a text without the document title it is filed under, or question + answer."""
+    if record.kind != "text":
+        return f"{record.question}\n{record.answer}"
+    if title and record.text.startswith(title + "\n\n"):
+        return record.text[len(title) + 2 :]
+    return record.text
 
 
 @dataclass
@@ -221,13 +226,12 @@ class _NearDuplicates:
         return best
 
 
-def _check(record: SynthRecord, facts: SourceFacts, config: GateConfig) -> tuple[str, str] | None:
-    content = _content(record)
+def _check(record: SynthRecord, content: str, facts: SourceFacts, config: GateConfig) -> tuple[str, str] | None:
     plain = sum(ch in _PLAIN or ch.isalpha() for ch in content) / max(1, len(content))
     if plain < config.min_plain or "\ufffd" in content:
         return "garbled", f"{plain:.0%} plain characters"
     if record.kind == "text":
-        n = len(words(record.text))
+        n = len(words(content))
         if n < config.min_words:
             return "too short", f"{n} words"
         if n > config.max_words:
@@ -248,15 +252,16 @@ def _check(record: SynthRecord, facts: SourceFacts, config: GateConfig) -> tuple
     if config.min_support > 0 and (share := support(content, facts)) < config.min_support:
         return "off-source", f"{share:.0%} of its content words in the source"
     if record.kind == "text" and config.max_copy <= 1:
-        mine = _shingles(record.text)
+        mine = _shingles(content)
         share = len(mine & facts.shingles) / max(1, len(mine))
         if share >= config.max_copy:
             return "copies its source", f"{share:.0%} of its 3-grams"
     return None
 
 
-def apply_gates(records: list[SynthRecord], source_of, config: GateConfig | None = None) -> GateReport:
-    """Gate `records` in order; `source_of(record)` gives the text it must be grounded in."""
+def apply_gates(records: list[SynthRecord], source_of, config: GateConfig | None = None, title_of=None) -> GateReport:
+    """Gate `records` in order; `source_of(record)` gives the text it must be grounded in, and `title_of(record)`
+    the document title a text record is filed under (the gates judge what the generator wrote, not the title)."""
     config = config or GateConfig()
     kept: list[SynthRecord] = []
     dropped: list[tuple[SynthRecord, str, str]] = []
@@ -266,15 +271,13 @@ def apply_gates(records: list[SynthRecord], source_of, config: GateConfig | None
     for record in records:
         source = source_of(record)
         facts = facts_cache.get(source) or facts_cache.setdefault(source, SourceFacts.of(source))
-        verdict = _check(record, facts, config)
+        content = _content(record, title_of(record) if title_of else "")
+        verdict = _check(record, content, facts, config)
         if verdict is None:
-            key = " ".join(w.lower() for w in words(_content(record)))
+            key = " ".join(w.lower() for w in words(content))
             if key in seen:
                 verdict = "duplicate", seen[key]
-            elif (
-                config.near_duplicate < 1
-                and (score := near.find_or_add(_shingles(_content(record)))) >= config.near_duplicate
-            ):
+            elif config.near_duplicate < 1 and (score := near.find_or_add(_shingles(content))) >= config.near_duplicate:
                 verdict = "near-duplicate", f"Jaccard {score:.2f}"
             else:
                 seen[key] = record.id

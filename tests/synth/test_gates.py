@@ -101,3 +101,12 @@ def test_near_duplicates_found_among_many():
         GateConfig(grounding=False, max_copy=1.1, min_support=0),
     )
     assert [reason for _, reason, _ in report.dropped][-1:] == ["near-duplicate"]
+
+
+def test_title_is_not_judged_as_generated_text():
+    record = text("Leadership and Key People\n\nThe report should include the following:")
+    title, source = "Leadership and Key People", "Leadership and Key People\n" + SOURCE
+    config = GateConfig(min_support=0)
+    assert [reason for _, reason, _ in apply_gates([record], lambda r: source, config).dropped] == []  # 10 words
+    dropped = apply_gates([record], lambda r: source, config, title_of=lambda r: title).dropped
+    assert [reason for _, reason, _ in dropped] == ["too short"]  # the 6 words the generator wrote
