@@ -62,6 +62,18 @@ def _stop_ids(tokenizer) -> list[int]:
     return sorted({t for t in ids if t is not None and t != tokenizer.unk_token_id})
 
 
+def _blank_ids(tokenizer) -> list[int]:
+    """Stop tokens plus every whitespace-only token ("\\n\\n", "  "): none may open an answer, or a small base
+    model answers with blank lines and "Answer:" repeated. Computed once per tokenizer."""
+    cached = getattr(tokenizer, "_imprint_blank_ids", None)
+    if cached is None:
+        vocab = tokenizer.get_vocab()
+        blank = [i for t, i in vocab.items() if not tokenizer.convert_tokens_to_string([t]).strip()]
+        cached = sorted(set(blank) | set(_stop_ids(tokenizer)) - {tokenizer.pad_token_id})
+        tokenizer._imprint_blank_ids = cached
+    return cached
+
+
 def _decode(tokenizer, new_ids: torch.Tensor, scores: tuple) -> list[tuple[str, float]]:
     """(answer, geometric-mean token probability of the answer's tokens) for each generated row."""
     logprobs = torch.stack(scores, dim=1).float().log_softmax(-1)
@@ -91,7 +103,7 @@ def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_s
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                     eos_token_id=_stop_ids(tokenizer),
-                    begin_suppress_tokens=_stop_ids(tokenizer),  # no empty answer: a newline may not come first
+                    begin_suppress_tokens=_blank_ids(tokenizer),  # no empty answer
                     pad_token_id=tokenizer.pad_token_id,
                     output_scores=True,
                     return_dict_in_generate=True,
@@ -151,7 +163,7 @@ def _generate_in_context(model, tokenizer, documents, questions, max_new_tokens:
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 eos_token_id=_stop_ids(tokenizer),
-                begin_suppress_tokens=_stop_ids(tokenizer),  # no empty answer: a newline may not come first
+                begin_suppress_tokens=_blank_ids(tokenizer),  # no empty answer
                 pad_token_id=tokenizer.pad_token_id,
                 output_scores=True,
                 return_dict_in_generate=True,
