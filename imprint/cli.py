@@ -519,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lm-eval-limit", type=int, help="items per lm-evaluation-harness task")
     p.add_argument("--lm-eval-include", metavar="DIR", help="folder of your own lm-evaluation-harness task YAMLs")
     p.add_argument("--judge-url", help="OpenAI-compatible base URL of an LLM judge (e.g. http://127.0.0.1:8000/v1)")
-    p.add_argument("--judge-model", default="default", help="model name the judge endpoint serves")
+    p.add_argument("--judge-model", default="", help="model the judge endpoint serves (default: its only one)")
     p.add_argument("--allow-leakage", action="store_true", help="score even if eval questions are in training data")
     p.add_argument("--json", action="store_true", help="print {system: {exact_match, token_f1, n}}")
     p.add_argument("--generate-questions", type=int, metavar="N", help="also ask N questions a generator writes")

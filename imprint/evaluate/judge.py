@@ -5,17 +5,14 @@ credit to wrong ones. A judge reads the question, the accepted answers and the s
 one word. Its verdict is reported beside EM and F1, never instead of them, and a reply that is neither word is
 recorded as no verdict (None), not guessed.
 
-The judge talks to a `generate(prompts, max_tokens, temperature, stop) -> list[str]` object (the generator
-protocol of `imprint.synth`); `OpenAIChat` is one over the official `openai` client and a chat endpoint
-(vLLM, SGLang, Ollama, llama.cpp server, or a hosted API).
+The judge talks to any generator of `imprint.synth.generators` (`generate(prompts, max_tokens, temperature,
+stop)`); `openai_judge` uses the `openai` one on a chat endpoint (vLLM, SGLang, Ollama, llama.cpp's server, or a
+hosted API).
 """
 
 from __future__ import annotations
 
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 
 from imprint.errors import ImprintError
 
@@ -29,39 +26,8 @@ System's answer: {answer}
 
 Reply with exactly one word: CORRECT or INCORRECT."""
 
+SYSTEM = "You grade the answers of a question-answering system. Reply with one word."
 _VERDICT = re.compile(r"\b(INCORRECT|CORRECT)\b")
-
-
-class Generator(Protocol):
-    def generate(
-        self, prompts: list[str], max_tokens: int, temperature: float, stop: list[str] | None
-    ) -> list[str]: ...
-
-
-class OpenAIChat:
-    """A generator over an OpenAI-compatible chat endpoint, requests sent concurrently."""
-
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, concurrency: int = 8):
-        from openai import OpenAI
-
-        key = api_key or os.environ.get("OPENAI_API_KEY") or "none"  # local servers accept any key
-        self.client = OpenAI(base_url=base_url, api_key=key, max_retries=2, timeout=120)
-        self.model = model
-        self.concurrency = concurrency
-
-    def _one(self, prompt: str, max_tokens: int, temperature: float, stop: list[str] | None) -> str:
-        reply = self.client.chat.completions.create(
-            model=self.model,
-            messages=[{"role": "user", "content": prompt}],
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop=stop,
-        )
-        return reply.choices[0].message.content or ""
-
-    def generate(self, prompts: list[str], max_tokens: int, temperature: float, stop: list[str] | None) -> list[str]:
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(lambda p: self._one(p, max_tokens, temperature, stop), prompts))
 
 
 def parse_verdict(reply: str) -> float | None:
@@ -73,7 +39,7 @@ def parse_verdict(reply: str) -> float | None:
 
 
 class Judge:
-    def __init__(self, generator: Generator, name: str = "judge"):
+    def __init__(self, generator, name: str = "judge"):
         self.generator = generator
         self.name = name
 
@@ -87,5 +53,11 @@ class Judge:
         return [parse_verdict(next(replies)) if a.strip() else 0.0 for _, _, a in triples]
 
 
-def openai_judge(base_url: str, model: str, api_key: str | None = None) -> Judge:
-    return Judge(OpenAIChat(base_url, model, api_key), name=f"{model} at {base_url}")
+def openai_judge(base_url: str, model: str = "", retries: int = 5) -> Judge:
+    """A judge behind an OpenAI-compatible chat endpoint, through imprint's `openai` generator (concurrent
+    requests, retries with back-off; the key comes from IMPRINT_GENERATOR_API_KEY or OPENAI_API_KEY)."""
+    from imprint.synth.generators import GeneratorConfig, make_generator
+
+    config = GeneratorConfig(base_url=base_url, model=model, api="chat", chat_system=SYSTEM, retries=retries)
+    generator = make_generator("openai", config)
+    return Judge(generator, name=generator.name)

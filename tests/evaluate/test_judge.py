@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from imprint.errors import ImprintError
-from imprint.evaluate.judge import openai_judge, parse_verdict
+from imprint.evaluate.judge import SYSTEM, openai_judge, parse_verdict
 from imprint.evaluate.metrics import normalize
 
 seen: list[dict] = []
@@ -78,16 +78,14 @@ def test_judge_grades_over_http(server):
     assert verdicts == [1.0, 0.0, None, 0.0]
     assert len(seen) == 3  # the empty answer is wrong without asking
     assert all(b["model"] == "grader" and b["temperature"] == 0.0 for b in seen)
-    assert "Accepted answers: Priya Raman | Raman" in seen[0]["messages"][0]["content"] or any(
-        "Accepted answers: Priya Raman | Raman" in b["messages"][0]["content"] for b in seen
-    )
+    assert all(b["messages"][0] == {"role": "system", "content": SYSTEM} for b in seen)
+    assert any("Accepted answers: Priya Raman | Raman" in b["messages"][-1]["content"] for b in seen)
 
 
 def test_unreachable_judge_is_a_one_line_error():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
-    judge = openai_judge(f"http://127.0.0.1:{port}/v1", "grader")
-    judge.generator.client = judge.generator.client.with_options(max_retries=0, timeout=5)
+    judge = openai_judge(f"http://127.0.0.1:{port}/v1", "grader", retries=0)
     with pytest.raises(ImprintError, match="the LLM judge failed"):
         judge.grade([("q?", ["a"], "a")])
