@@ -123,6 +123,9 @@ async def load(root: str, models: list[str], clients: int, requests: int, max_to
         "p50_ms": statistics.median(latencies) * 1000,
         "p95_ms": q[18] * 1000,
         "rows_per_step": (after["row_steps"] - before["row_steps"]) / max(1, after["steps"] - before["steps"]),
+        "prefills": after["prefills"] - before["prefills"],
+        "prefill_s": after["prefill_s"] - before["prefill_s"],
+        "step_s": after["step_s"] - before["step_s"],
         "tokens": tokens,
         "wall_s": wall,
     }
@@ -156,7 +159,9 @@ def main() -> None:
                 for name in order:
                     result = asyncio.run(load(root, scenarios[name], args.clients, args.requests, args.max_tokens))
                     runs[name].append(result)
-                    print(f"  {backend} round {r + 1} {name}: {result['tokens_per_s']:.1f} tokens/s", flush=True)
+                    print(f"  {backend} round {r + 1} {name}: {result['tokens_per_s']:.1f} tokens/s; worker busy "
+                          f"{result['prefill_s']:.1f} s in {result['prefills']} prefills + {result['step_s']:.1f} s in "
+                          f"decode steps of {result['wall_s']:.1f} s", flush=True)  # fmt: skip
             for name, results in runs.items():
                 results.sort(key=lambda x: x["tokens_per_s"])
                 table.append((backend, name, results[(len(results) - 1) // 2]))

@@ -39,23 +39,72 @@ class Update:
 
 
 class MultiLoraLinear(torch.nn.Module):
-    """A frozen linear layer plus any number of adapters' updates, each applied to its rows' segment only."""
+    """A frozen linear layer plus any number of adapters' updates, each applied to its rows' segment only.
+
+    Few segments: two matmuls per segment on views. Three or more: the batch's adapters are stacked once per
+    batch composition (ranks zero-padded, scales folded into B) and applied with two batched matmuls, the rows
+    gathered per adapter and added back with one `index_add_`: a handful of ops per layer however many adapters
+    share the batch (Punica's grouped matmul, in plain PyTorch).
+    """
 
     def __init__(self, base: torch.nn.Linear, bank: LoraBank):
         super().__init__()
         self.base = base
         self.updates: dict[str, Update] = {}
         self._bank = [bank]  # a list keeps the bank out of the module tree (no recursion in .modules())
+        self._stacked: tuple | None = None  # (adapter names, A, B) of the current batch's adapters
+        self._rows: tuple | None = None  # (segments, index, keep) of the current batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
-        for start, end, name in self._bank[0].segments:
-            update = self.updates.get(name)
-            if update is None:  # this adapter does not target this layer
-                continue
+        segments = [seg for seg in self._bank[0].segments if seg[2] in self.updates]
+        if len(segments) >= 3 and x.shape[0] == self._bank[0].rows:
+            return self._grouped(x, y, segments)
+        for start, end, name in segments:
+            update = self.updates[name]
             rows = x[start:end].reshape(-1, x.shape[-1]).to(update.a.dtype)
             y[start:end].view(-1, y.shape[-1]).add_((rows @ update.a) @ update.b, alpha=update.scale)
         return y
+
+    def _grouped(self, x: torch.Tensor, y: torch.Tensor, segments: list) -> torch.Tensor:
+        names = tuple(name for _, _, name in segments)
+        if self._stacked is None or self._stacked[0] != names:  # new adapters in the batch: stack them once
+            self._stacked = (names, *self._stack(names, x.device))
+        if self._rows is None or self._rows[0] != segments:  # rows joined or left: re-index (cheap)
+            self._rows = (segments, *self._index(segments, x.device))
+        _, a, b = self._stacked
+        _, index, keep = self._rows
+        n, width = a.shape[0], x.shape[-1]
+        rows = x.reshape(x.shape[0], -1, width).index_select(0, index)  # (n * m, tokens, in), m rows per adapter
+        tokens = rows.shape[1]
+        update = torch.bmm(torch.bmm(rows.view(n, -1, width).to(a.dtype), a), b).view(index.shape[0], tokens, -1)
+        if keep is not None:  # padding rows (adapters with fewer rows than the largest segment) add nothing
+            update = update * keep
+        y.view(y.shape[0], tokens, -1).index_add_(0, index, update.to(y.dtype))
+        return y
+
+    def _stack(self, names: tuple, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adapters' A (n, in, r) and scaled B (n, r, out), ranks zero-padded to the largest."""
+        updates = [self.updates[name] for name in names]
+        rank = max(u.a.shape[1] for u in updates)
+        a = torch.zeros(len(updates), updates[0].a.shape[0], rank, device=device)
+        b = torch.zeros(len(updates), rank, updates[0].b.shape[1], device=device)
+        for j, update in enumerate(updates):
+            a[j, :, : update.a.shape[1]] = update.a
+            b[j, : update.b.shape[0]] = update.b * update.scale
+        return a, b
+
+    @staticmethod
+    def _index(segments: list, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Which batch row fills each of the m slots per adapter (m = the largest segment), and which slots are
+        padding."""
+        most = max(end - start for start, end, _ in segments)
+        index = torch.zeros(len(segments) * most, dtype=torch.long, device=device)
+        keep = torch.zeros(len(segments) * most, 1, 1, device=device)
+        for j, (start, end, _) in enumerate(segments):
+            index[j * most : j * most + end - start] = torch.arange(start, end, device=device)
+            keep[j * most : j * most + end - start] = 1
+        return index, None if bool(keep.all()) else keep
 
 
 class LoraBank:
@@ -65,6 +114,7 @@ class LoraBank:
         self.model = model
         self.layers: dict[str, MultiLoraLinear] = {}
         self.segments: list[tuple[int, int, str]] = []
+        self.rows = 0  # rows of the batch being routed
 
     def _layer(self, path: str) -> MultiLoraLinear:
         if path in self.layers:
@@ -120,6 +170,7 @@ class LoraBank:
     def unload(self, name: str) -> None:
         for layer in self.layers.values():
             layer.updates.pop(name, None)
+            layer._stacked = None
 
     @contextlib.contextmanager
     def route_all(self, name: str):
@@ -143,8 +194,8 @@ class LoraBank:
                 start = i
         if len({name for _, _, name in segments}) != len(segments):
             raise ValueError("rows of one adapter must be contiguous: sort the batch by adapter")
-        self.segments = segments
+        self.segments, self.rows = segments, len(adapters)
         try:
             yield {}
         finally:
-            self.segments = []
+            self.segments, self.rows = [], 0

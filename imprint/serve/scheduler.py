@@ -81,7 +81,7 @@ class Scheduler:
         self.batches: dict[str, Batch] = {}  # "" is the shared model; full fine-tunes by module key
         self.active: list[Job] = []  # jobs whose rows are decoding
         self.stats = {"steps": 0, "prefills": 0, "rows": 0, "row_steps": 0, "max_rows": 0, "mixed_steps": 0,
-                      "max_modules": 0, "errors": 0}  # fmt: skip
+                      "max_modules": 0, "errors": 0, "step_s": 0.0, "prefill_s": 0.0}  # fmt: skip
         self.thread = threading.Thread(target=self._work, name="imprint-batcher", daemon=True)
         self.thread.start()
 
@@ -191,11 +191,13 @@ class Scheduler:
                 self.batches[key] = Batch(model, self.tokenizer, router=None if key else self.cache.router)
             batch = self.batches[key]
             batch.router = None if key else self.cache.router  # the first LoRA module may have just loaded
+            started = time.perf_counter()
             try:
                 batch.admit([row for job in group for row in job.rows])
             except Exception as exc:
                 self._fail(key, group, exc)
                 continue
+            self.stats["prefill_s"] += time.perf_counter() - started
             self.stats["prefills"] += 1
             self.stats["rows"] += sum(len(job.rows) for job in group)
 
@@ -215,13 +217,14 @@ class Scheduler:
                 continue
             jobs = [job for job in self.active if job.batch == key]
             modules = len({job.module.key if job.module else "" for job in jobs})
-            live = len(batch)
+            live, started = len(batch), time.perf_counter()
             try:
                 batch.step()
             except Exception as exc:
                 self._fail(key, jobs, exc)
                 continue
             s = self.stats
+            s["step_s"] += time.perf_counter() - started
             s["steps"] += 1
             s["row_steps"] += live
             s["max_rows"] = max(s["max_rows"], live)

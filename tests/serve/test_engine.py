@@ -67,6 +67,12 @@ def test_segmented_lora_equals_peft_forward(adapters):
     torch.testing.assert_close(plain, tiny_lm()[0](**enc).logits)
     for row in range(1, 6):
         assert not torch.allclose(got[row], plain[row], atol=1e-3)
+    # equal segments (the grouped path without padding rows) and a lone adapter (the per-segment path)
+    for names in (["attn", "attn", "rs", "rs", "wide", "wide"], ["__base__"] * 5 + ["rs"]):
+        with torch.no_grad():
+            with bank.route(names):
+                got = model(**enc).logits
+            torch.testing.assert_close(got, peft(**enc, adapter_names=names).logits, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="contiguous"), bank.route(["wide", "attn", "wide"]):
         pass
 
