@@ -62,13 +62,18 @@ def _stop_ids(tokenizer) -> list[int]:
     return sorted({t for t in ids if t is not None and t != tokenizer.unk_token_id})
 
 
+def _is_line_break(text: str) -> bool:
+    return "\n" in text and not text.strip()
+
+
 def _blank_ids(tokenizer) -> list[int]:
-    """Stop tokens plus every whitespace-only token ("\\n\\n", "  "): none may open an answer, or a small base
-    model answers with blank lines and "Answer:" repeated. Computed once per tokenizer."""
+    """Stop tokens plus every blank-line token ("\\n\\n"): none may open an answer, or a small base model answers
+    with blank lines and "Answer:" repeated. A lone space stays allowed: Gemma spells " 412" as "▁" + digits.
+    Computed once per tokenizer."""
     cached = getattr(tokenizer, "_imprint_blank_ids", None)
     if cached is None:
         vocab = tokenizer.get_vocab()
-        blank = [i for t, i in vocab.items() if not tokenizer.convert_tokens_to_string([t]).strip()]
+        blank = [i for t, i in vocab.items() if _is_line_break(tokenizer.convert_tokens_to_string([t]))]
         cached = sorted(set(blank) | set(_stop_ids(tokenizer)) - {tokenizer.pad_token_id})
         tokenizer._imprint_blank_ids = cached
     return cached
