@@ -119,7 +119,7 @@ def synthesize(
 
     def report_progress():
         if progress:
-            done = sum(s.spent for s in states)
+            done = sum(s.spent for s in states) + stats["wave_tokens"]  # parsed, plus generated in this wave
             info = {"units": stats["units"], "cached": stats["units_cached"]}
             progress(min(done, tokens) if tokens else stats["units"], tokens or stats["units_planned"], info)
 
@@ -169,6 +169,7 @@ def synthesize(
             meta |= {"sample": unit.sample, "doc_id": unit.doc_id}
             for r in records:
                 candidates.append(dataclasses.replace(r, generator=generator.name, meta={**r.meta, **meta}))
+        stats["wave_tokens"] = 0
         report_progress()
 
     titles = {s.doc.id: s.doc.title for s in states}
@@ -181,6 +182,7 @@ def synthesize(
     )
     journal.compact(used)
     wall = time.perf_counter() - t0
+    stats.pop("wave_tokens", None)
     stats["tokens_generated"] = sum(s.spent for s in states)
     stats["wall_s"] = round(wall, 2)
     stats["tokens_per_s_new"] = round(stats["tokens_new"] / stats["generate_s"], 1) if stats["generate_s"] else None
@@ -228,6 +230,7 @@ def _generate_missing(wave, keys, generator, journal, count_tokens, config, batc
                     }
                 )
                 stats["tokens_new"] += n
+                stats["wave_tokens"] += n
             journal.append(entries)
             stats["units_generated"] += len(batch)
             report_progress()
