@@ -453,7 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_docs)
 
     p = sub.add_parser("synth", help="write a synthetic training set from the corpus")
-    p.add_argument("--strategy", default="rules")
+    p.add_argument(
+        "--strategy",
+        default="rules",
+        help="rules (default) or raw (no generator); paraphrase, qa, entigraph or active-reading (a generator writes)",
+    )
     p.add_argument("--name", help="dataset name (default: the strategy's name)")
     p.add_argument("--show", type=int, default=0, metavar="N", help="print N sample records")
     generator_flags(p)
