@@ -145,3 +145,20 @@ def test_malformed_bodies_routes_and_sizes(server, client):
         client.completions.create(model="tiny", prompt="x", max_tokens=1000)
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         client.chat.completions.create(model="nobody", messages=[{"role": "user", "content": "x"}])
+
+
+def test_peft_backend_answers_like_the_segmented_one(ws_dir, client):
+    """`serve.lora_backend=peft` (PEFT's mixed-adapter batches): same answers for base, LoRA and prefix rows."""
+    from imprint.serve import BackgroundServer, ServeConfig, create_app
+
+    config = ServeConfig(lora_backend="peft", batch_window_ms=50, max_tokens=16, default_max_tokens=8)
+    jobs = [("tiny", "a"), ("alpha", "b"), ("beta", "c"), ("cart", "d"), ("alpha@1", "e")]
+    with BackgroundServer(create_app(ws_dir, model="tiny", config=config)) as other:
+        peft = openai.OpenAI(base_url=other.url, api_key="k", max_retries=0)
+        with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+            texts = list(pool.map(lambda j: peft.completions.create(model=j[0], prompt=j[1], max_tokens=8,
+                                                                    temperature=0).choices[0].text, jobs))  # fmt: skip
+    for (model, prompt), text in zip(jobs, texts, strict=True):
+        assert (
+            text == client.completions.create(model=model, prompt=prompt, max_tokens=8, temperature=0).choices[0].text
+        )
