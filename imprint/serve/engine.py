@@ -64,6 +64,7 @@ class Row:
     adapter: str = BASE_ADAPTER
     prefix: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # per layer (1, kv_heads, n, head_dim)
     lstrip: bool = False  # drop leading whitespace of the answer (" Paris" after "Answer:")
+    suppress_first: frozenset[int] = frozenset()  # tokens that may not open the answer (blank lines, EOS)
     on_delta: Callable[[str], None] | None = None
     cancelled: Callable[[], bool] = lambda: False
     ids: list[int] = field(default_factory=list)
@@ -144,12 +145,15 @@ def _sample(logits: torch.Tensor, rows: list[Row]) -> tuple[list[int], list[floa
     then greedy or temperature + nucleus sampling with the row's own generator."""
     logits = logits.float()
     normaliser = logits.logsumexp(-1)
-    raw = logits.clone() if any(r.sampling.presence_penalty or r.sampling.frequency_penalty for r in rows) else logits
+    changed = any(r.sampling.presence_penalty or r.sampling.frequency_penalty or r.suppress_first for r in rows)
+    raw = logits.clone() if changed else logits
     for i, row in enumerate(rows):
         s = row.sampling
         if row.ids and (s.presence_penalty or s.frequency_penalty):
             ids, counts = torch.tensor(row.ids, device=logits.device).unique(return_counts=True)
             logits[i, ids] -= s.presence_penalty + s.frequency_penalty * counts.to(logits.dtype)
+        if row.suppress_first and not row.logprobs:
+            logits[i, list(row.suppress_first)] = float("-inf")
     chosen = logits.argmax(-1).tolist()
     for i, row in enumerate(rows):
         s = row.sampling

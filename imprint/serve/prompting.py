@@ -2,8 +2,8 @@
 
 - `/v1/completions`: the prompt as given (plus the tokenizer's BOS), nothing added.
 - `/v1/chat/completions` on a module, when the conversation is one user message: the closed-book question format
-  the modules were trained on (`imprint.prompts.qa_prompt`, "Question: ...\\nAnswer:"); the answer is one line,
-  so it stops at the first newline, as `imprint ask` does. The module answers best in exactly this format.
+  the modules were trained on (`imprint.prompts.qa_prompt`, "Question: ...\\nAnswer:"); as with `imprint ask`, the
+  answer may not open with a blank line and ends at the end of its line. The module answers best in this format.
 - any other chat: the tokenizer's chat template when it has one; otherwise (the embedded gemma-3-270m is a base
   model and has none) a plain transcript, system text first, then "User: ...", "Assistant: ..." lines, ending in
   "Assistant:"; generation stops before the model writes the next "\\nUser:" turn.
@@ -25,6 +25,7 @@ class Prompt:
     stop: tuple[str, ...] = ()  # stop strings the format adds to the request's own
     lstrip: bool = False  # drop the space a format leaves before the answer
     style: str = "raw"  # raw | qa | template | transcript
+    suppress_first: frozenset[int] = frozenset()  # tokens that may not open the answer
 
 
 def _encode(tokenizer, text: str, special: bool) -> list[int]:
@@ -46,8 +47,11 @@ def chat_prompt(tokenizer, messages: list[tuple[str, str]], on_module: bool) -> 
     """`messages` as (role, text) pairs; roles system, developer, user, assistant."""
     question = single_question(messages) if on_module else None
     if question is not None:
+        from imprint.answer import _blank_ids  # the rule `imprint ask` answers by: no blank line opens an answer
+
         text = qa_prompt(question)
-        return Prompt(text, _encode(tokenizer, text, True), stop=("\n",), lstrip=True, style="qa")
+        blank = frozenset(_blank_ids(tokenizer))
+        return Prompt(text, _encode(tokenizer, text, True), ("\n",), True, "qa", blank)
     if getattr(tokenizer, "chat_template", None):
         turns = [{"role": "system" if r == "developer" else r, "content": t} for r, t in messages]
         text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)

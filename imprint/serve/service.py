@@ -205,7 +205,9 @@ class Service:
                     body.frequency_penalty,
                 )
                 stop_ids = frozenset() if body.ignore_eos else self.stop_ids
-                rows.append(Row(prompt.ids, sampling, stop_ids, lstrip=prompt.lstrip))
+                rows.append(
+                    Row(prompt.ids, sampling, stop_ids, lstrip=prompt.lstrip, suppress_first=prompt.suppress_first)
+                )
         return rows
 
     def _admit(self, tenant: Tenant) -> None:

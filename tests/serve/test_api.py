@@ -9,6 +9,7 @@ import openai
 import pytest
 import torch
 
+from imprint.answer import Answerer, _cut
 from imprint.models import load_base
 from imprint.pipeline import load_module
 from imprint.prompts import qa_prompt
@@ -65,12 +66,14 @@ def test_chat_stream_equals_non_stream(client, model):
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
-def test_chat_on_a_module_asks_in_the_trained_question_format(client):
-    chat = client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": QUESTION}],
-                                          max_tokens=12, temperature=0)  # fmt: skip
-    raw = client.completions.create(model="alpha", prompt=qa_prompt(QUESTION), max_tokens=12, temperature=0, stop="\n")
-    assert chat.choices[0].message.content == raw.choices[0].text.lstrip()
-    assert chat.usage.prompt_tokens == raw.usage.prompt_tokens
+def test_chat_on_a_module_answers_as_imprint_ask_does(client, ws_dir):
+    """One user message to a module: the trained question format, and the answer `imprint ask` gives."""
+    for model in ("alpha@1", "beta", "cart"):
+        chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": QUESTION}],
+                                              max_tokens=24, temperature=0)  # fmt: skip
+        ask = Answerer(Workspace.open(ws_dir), "module", model, model="tiny")([QUESTION])[0]
+        assert _cut(chat.choices[0].message.content) == ask.guess and "\n" not in chat.choices[0].message.content
+        assert chat.usage.prompt_tokens == len(qa_prompt(QUESTION)) + 1  # the byte tokenizer: bytes + BOS
 
 
 def test_sampling_choices_seeds_and_stops(client):
