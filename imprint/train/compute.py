@@ -21,7 +21,9 @@ from imprint.models import preferred_dtype, wants_autocast
 from imprint.train.config import TrainConfig
 from imprint.train.loss import causal_lm_loss
 
+# 'auto' compiles where it pays: compiling takes about a minute here, and saves a share of every step
 COMPILE_MIN_PARAMS = 50_000_000  # smaller models (tests' tiny one) compile for longer than they train
+COMPILE_MIN_STEPS = 50  # a short run (a handful of facts) would spend more time compiling than it saves
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -43,11 +45,12 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return list(_unwrap(model).get_decoder().layers)
 
 
-def wants_compile(model: torch.nn.Module, config: TrainConfig) -> bool:
-    """'auto': models of 50M+ parameters, except behind a KV prefix (its cache updates vary per layer)."""
+def wants_compile(model: torch.nn.Module, config: TrainConfig, steps: int) -> bool:
+    """'auto': runs of 50+ steps on models of 50M+ parameters, except behind a KV prefix (its cache is updated
+    layer by layer inside the compiled region)."""
     if config.compile == "auto":
         big = sum(p.numel() for p in model.parameters()) >= COMPILE_MIN_PARAMS
-        return big and not hasattr(model, "decoder_hidden")
+        return big and steps >= COMPILE_MIN_STEPS and not hasattr(model, "decoder_hidden")
     return config.compile == "on"
 
 
@@ -55,10 +58,10 @@ class MicroStep:
     """Forward + backward of micro-batches under the run's precision and compilation; a context manager that
     compiles the decoder layers on entry (when chosen) and restores them on exit."""
 
-    def __init__(self, model: torch.nn.Module, config: TrainConfig, distill: float = 0.0):
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, steps: int, distill: float = 0.0):
         self.model, self.config, self.distill = model, config, distill
         self.autocast = uses_autocast(model, config)
-        self.compile = wants_compile(model, config)
+        self.compile = wants_compile(model, config, steps)
         self.device = next(model.parameters()).device
         self._compiled: list[torch.nn.Module] = []
         self._proven = False

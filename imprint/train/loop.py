@@ -123,18 +123,18 @@ def train(
     plan = [_batches(examples, config, pad_id, rng) for _ in range(epochs)]
     batches = [b for epoch in plan for b in epoch][: max(1, round(len(plan[0]) * config.epochs))]
     total_steps = math.ceil(len(batches) / config.grad_accum)
-    fingerprint = _fingerprint(examples, config)
+    distill = getattr(model, "distill", 0.0)  # methods with a distillation target (prefix) set its weight
+    fingerprint = _fingerprint(examples, config, distill)
     result = TrainResult()
     if resume and checkpoint and checkpoint.exists():
         result = load_checkpoint(checkpoint, model, optimizer, fingerprint)
         result.resumed_from = result.steps
-    distill = getattr(model, "distill", 0.0)  # methods with a distillation target (prefix) set its weight
     log_dir = log_dir or (checkpoint.parent if checkpoint else Path("runs") / "train")
     tracker = open_tracker(config.log, log_dir, log_dir.name, dataclasses.asdict(config))
     model.train()
     start = time.perf_counter() - result.wall_s
     closing = contextlib.closing(tracker) if tracker else contextlib.nullcontext()
-    with MicroStep(model, config, distill) as micro_step, closing:
+    with MicroStep(model, config, total_steps - result.steps, distill) as micro_step, closing:
         for step in range(result.steps, total_steps):
             step_start, step_tokens = time.perf_counter(), result.tokens
             micro = batches[step * config.grad_accum : (step + 1) * config.grad_accum]
@@ -172,8 +172,9 @@ def _batches(examples: list[Example], config: TrainConfig, pad_id: int, rng: ran
     return make_batches(examples, config.batch_tokens, pad_id, rng)
 
 
-def _fingerprint(examples: list[Example], config: TrainConfig) -> str:
+def _fingerprint(examples: list[Example], config: TrainConfig, distill: float) -> str:
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("log", "threads")}  # no effect
+    settings["distill"] = distill
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
     for e in examples:
         digest.update(e.record_id.encode())

@@ -13,6 +13,7 @@ model answer as the base model does with the source text in its context.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from pathlib import Path
 
@@ -36,6 +37,11 @@ class PrefixModel(torch.nn.Module):
             p.requires_grad_(False)
         self.keys = torch.nn.ParameterList([torch.nn.Parameter(k.detach().float().clone()) for k in keys])
         self.values = torch.nn.ParameterList([torch.nn.Parameter(v.detach().float().clone()) for v in values])
+
+    @property
+    def _cache_kw(self) -> str:
+        """transformers renamed `past_key_values` to `cache` during 5.x: use whichever this version takes."""
+        return "cache" if "cache" in inspect.signature(type(self.base).forward).parameters else "past_key_values"
 
     @property
     def n_tokens(self) -> int:
@@ -90,7 +96,7 @@ class PrefixModel(torch.nn.Module):
                 "input_ids": input_ids,
                 "attention_mask": self._packed_masks(position_ids),
                 "position_ids": position_ids + self.n_tokens,
-                "cache": self._cache(batch),
+                self._cache_kw: self._cache(batch),
                 "use_cache": True,
             }
         if attention_mask is None:
@@ -99,7 +105,7 @@ class PrefixModel(torch.nn.Module):
         return {
             "input_ids": input_ids,
             "attention_mask": torch.cat([prefix_mask, attention_mask], dim=1),
-            "cache": self._cache(batch),
+            self._cache_kw: self._cache(batch),
             "use_cache": True,
         }
 
@@ -119,7 +125,8 @@ def _corpus_kv(base: torch.nn.Module, tokenizer, text: str, n_tokens: int):
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=True)["input_ids"][:, :n_tokens].to(base.device)
     if ids.shape[1] < n_tokens:  # a corpus shorter than the prefix: repeat it
         ids = ids.repeat(1, -(-n_tokens // ids.shape[1]))[:, :n_tokens]
-    cache = base(input_ids=ids, use_cache=True).past_key_values
+    out = base(input_ids=ids, use_cache=True)
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values  # renamed in 5.x
     return [layer.keys for layer in cache.layers], [layer.values for layer in cache.layers]
 
 
