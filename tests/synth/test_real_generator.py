@@ -1,4 +1,4 @@
-"""Acceptance on the real embedded model: gemma-3-270m as the `local` generator, on the sample corpus, gives
+"""Acceptance on the real embedded model: gemma-3-270m as the `local` generator, on sample corpus documents, gives
 every generator strategy records that pass the quality gates, and the summary prints.
 
 A 270M base model invents names, numbers and dates freely, so most of what it writes is dropped (the summary
@@ -19,11 +19,14 @@ CORPUS = Path(__file__).resolve().parents[2] / "imprint" / "data" / "sample" / "
 @pytest.mark.slow
 def test_embedded_model_writes_grounded_records_for_every_strategy(tmp_path, capsys):
     ws_dir = tmp_path / "ws"
-    assert main(["--workspace", str(ws_dir), "add", str(CORPUS)]) == 0
+    # two documents of the sample corpus (people and expenses: names, dates, amounts) keep the test to a few
+    # batches of generation on a 2-core CPU; bench/synth_strategies.py runs the whole corpus
+    documents = [str(CORPUS / "02-people.md"), str(CORPUS / "05-expenses.md")]
+    assert main(["--workspace", str(ws_dir), "add", *documents]) == 0
     kept = {}
     for strategy in ("paraphrase", "qa", "entigraph", "active-reading"):
         args = ["--workspace", str(ws_dir), "synth", "--strategy", strategy, "--generator", "local"]
-        assert main([*args, "--tokens", "1500", "--show", "2"]) == 0
+        assert main([*args, "--tokens", "600", "--show", "2"]) == 0
         out = capsys.readouterr().out
         assert "quality gates" in out and "generator local:gemma-3-270m" in out
         ws = Workspace.open(ws_dir)

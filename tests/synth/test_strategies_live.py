@@ -72,9 +72,9 @@ def test_both_endpoints_of_the_test_server(ws, server, short_templates, api):
 @pytest.mark.parametrize("name", sorted(STEPS))
 def test_every_strategy_with_the_local_generator(ws, short_templates, name):
     overrides = {"synth": {"templates": short_templates}}
-    manifest = pipeline.synth(ws, name, overrides=overrides, generator="local", tokens=300, model="tiny")
+    manifest = pipeline.synth(ws, name, overrides=overrides, generator="local", tokens=150, model="tiny")
     check_dataset(ws, manifest, name, "local:tiny")
-    again = pipeline.synth(ws, name, overrides=overrides, generator="local", tokens=300, model="tiny")  # journal
+    again = pipeline.synth(ws, name, overrides=overrides, generator="local", tokens=150, model="tiny")  # journal
     assert again["run"]["units_cached"] == again["run"]["units"] and again["gates"] == manifest["gates"]
 
 
@@ -112,16 +112,9 @@ def test_cli_errors_are_one_line_and_store_nothing(ws, monkeypatch, capsys, argv
 
 
 def test_killed_run_resumes_from_its_journal(ws, short_templates):
-    args = ["--workspace", str(ws.root), "synth", "--strategy", "paraphrase", "--generator", "local", "--model"]
-    args += [
-        "tiny",
-        "--tokens",
-        "600",
-        "--set",
-        f"synth.templates={short_templates}",
-        "--set",
-        "generator.batch_size=4",
-    ]
+    args = ["--workspace", str(ws.root), "synth", "--strategy", "paraphrase", "--generator", "local"]
+    args += ["--model", "tiny", "--tokens", "300", "--set", f"synth.templates={short_templates}"]
+    args += ["--set", "generator.batch_size=2"]  # small batches: the journal grows while the run goes on
     cmd = [sys.executable, "-m", "imprint.cli", *args]
     journal = ws.data_dir("paraphrase") / "journal.jsonl"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
