@@ -79,6 +79,19 @@ def _blank_ids(tokenizer) -> list[int]:
     return cached
 
 
+def _greedy(tokenizer, max_new_tokens: int) -> dict:
+    """generate() settings shared by every mode: greedy, stop at a line end, scores kept for confidence."""
+    return {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": False,
+        "eos_token_id": _stop_ids(tokenizer),
+        "begin_suppress_tokens": _blank_ids(tokenizer),  # no empty answer
+        "pad_token_id": tokenizer.pad_token_id,
+        "output_scores": True,
+        "return_dict_in_generate": True,
+    }
+
+
 def _decode(tokenizer, new_ids: torch.Tensor, scores: tuple) -> list[tuple[str, float]]:
     """(answer, geometric-mean token probability of the answer's tokens) for each generated row."""
     logprobs = torch.stack(scores, dim=1).float().log_softmax(-1)
@@ -105,13 +118,7 @@ def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_s
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=wants_autocast(model)):
                 out = model.generate(
                     **enc,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    eos_token_id=_stop_ids(tokenizer),
-                    begin_suppress_tokens=_blank_ids(tokenizer),  # no empty answer
-                    pad_token_id=tokenizer.pad_token_id,
-                    output_scores=True,
-                    return_dict_in_generate=True,
+                    **_greedy(tokenizer, max_new_tokens),
                 )
             decoded = _decode(tokenizer, out.sequences[:, enc["input_ids"].shape[1] :], out.scores)
             latency = (time.perf_counter() - t0) * 1000 / len(chunk)
@@ -165,13 +172,7 @@ def _generate_in_context(model, tokenizer, documents, questions, max_new_tokens:
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 **{_cache_kwarg(model): copy.deepcopy(cache)},
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=_stop_ids(tokenizer),
-                begin_suppress_tokens=_blank_ids(tokenizer),  # no empty answer
-                pad_token_id=tokenizer.pad_token_id,
-                output_scores=True,
-                return_dict_in_generate=True,
+                **_greedy(tokenizer, max_new_tokens),
             )
         ((answer, p),) = _decode(tokenizer, out.sequences[:, ids.shape[1] :], out.scores)
         results.append((answer, p, int(ids.shape[1]), (time.perf_counter() - t0) * 1000 + prefill_ms))
