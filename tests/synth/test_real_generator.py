@@ -2,7 +2,9 @@
 every generator strategy records that pass the quality gates, and the summary prints.
 
 A 270M base model invents names, numbers and dates freely, so most of what it writes is dropped (the summary
-says how much and why); this test asks only that each strategy keeps some, each one traceable to its chunks."""
+says how much and why). This test asks that every strategy writes records that pass the grounding gate, that
+some pass every gate, and that all kept records trace to their chunks. (On this corpus and seed each strategy
+also kept some; a 1-in-15 yield is too thin to assert per strategy across machines whose bf16 kernels differ.)"""
 
 import json
 from pathlib import Path
@@ -14,6 +16,7 @@ from imprint.synth.records import read_records
 from imprint.workspace import Workspace
 
 CORPUS = Path(__file__).resolve().parents[2] / "imprint" / "data" / "sample" / "corpus"
+BEFORE_AND_AT_GROUNDING = ("garbled", "too short", "too long", "repetitive", "ungrounded")  # the gates' order
 
 
 @pytest.mark.slow
@@ -34,5 +37,8 @@ def test_embedded_model_writes_grounded_records_for_every_strategy(tmp_path, cap
         records = read_records(ws.data_dir(strategy))
         chunk_ids = {c.id for c in ws.chunks()}
         assert all(set(r.source_chunk_ids) <= chunk_ids and r.generator == "local:gemma-3-270m" for r in records)
-        kept[strategy] = (len(records), manifest["gates"]["candidates"])
-    assert all(n > 0 for n, _ in kept.values()), kept
+        gates = manifest["gates"]
+        failed_grounding = sum(gates["dropped"].get(r, 0) for r in BEFORE_AND_AT_GROUNDING)
+        kept[strategy] = {"grounded": gates["candidates"] - failed_grounding, "kept": len(records), **gates["dropped"]}
+    assert all(k["grounded"] > 0 for k in kept.values()), kept  # every strategy writes grounded records
+    assert sum(k["kept"] for k in kept.values()) > 0, kept  # and some pass every gate
