@@ -52,7 +52,7 @@ class Answer:
         return asdict(self)
 
 
-def _cut(text: str) -> str:
+def cut_answer(text: str) -> str:
     """A base model keeps going after its answer: keep the first line, without a trailing 'Question:'."""
     return text.split("\n", 1)[0].split("Question:", 1)[0].strip().strip('[]*"').strip()
 
@@ -66,7 +66,7 @@ def _is_line_break(text: str) -> bool:
     return "\n" in text and not text.strip()
 
 
-def _blank_ids(tokenizer) -> list[int]:
+def blank_ids(tokenizer) -> list[int]:
     """Stop tokens plus every blank-line token ("\\n\\n"): none may open an answer, or a small base model answers
     with blank lines and "Answer:" repeated. A lone space stays allowed: Gemma spells " 412" as "▁" + digits.
     Computed once per tokenizer."""
@@ -85,7 +85,7 @@ def _greedy(tokenizer, max_new_tokens: int) -> dict:
         "max_new_tokens": max_new_tokens,
         "do_sample": False,
         "eos_token_id": _stop_ids(tokenizer),
-        "begin_suppress_tokens": _blank_ids(tokenizer),  # no empty answer
+        "begin_suppress_tokens": blank_ids(tokenizer),  # no empty answer
         "pad_token_id": tokenizer.pad_token_id,
         "output_scores": True,
         "return_dict_in_generate": True,
@@ -98,7 +98,7 @@ def _decode(tokenizer, new_ids: torch.Tensor, scores: tuple) -> list[tuple[str, 
     token_lp = logprobs.gather(-1, new_ids.unsqueeze(-1)).squeeze(-1)
     out = []
     for row in range(new_ids.shape[0]):
-        answer = _cut(tokenizer.decode(new_ids[row], skip_special_tokens=True))
+        answer = cut_answer(tokenizer.decode(new_ids[row], skip_special_tokens=True))
         n = len(tokenizer.encode(answer, add_special_tokens=False)) if answer else 0
         out.append((answer, float(token_lp[row, : max(1, n)].mean().exp()) if answer else 0.0))
     return out
@@ -200,21 +200,26 @@ def support(answer: str, text: str) -> float:
     return sum(w in present for w in words) / len(words)
 
 
-def _evidence(retriever, question: str, answer: str, hits, k: int | None):
-    """Evidence records plus the relevance and support signals for one answer."""
-    from imprint.retrieval import best_sentences
+def _evidence(retriever, questions: list[str], guesses: list[str], hits: list, k: int | None):
+    """Evidence records plus the relevance and support signals of every answer, quotes embedded in one batch."""
+    from imprint.retrieval import quote_sentences
 
-    if hits is None:  # closed-book modes: look up what the weights said
-        hits = retriever.search(f"{question} {answer}".strip(), k)
-    if not hits:
-        return [], 0.0, 0.0
-    quotes = best_sentences(f"{question} {answer}".strip(), hits)
-    relevance = max(cos for _, cos in best_sentences(question, hits))
-    evidence = [
-        {"doc_id": h.doc_id, "title": h.title, "chunk_id": h.chunk_id, "quote": quote, "score": h.score}
-        for h, (quote, _) in zip(hits, quotes, strict=True)
-    ]
-    return evidence, relevance, max(support(answer, h.text) for h in hits)
+    lookups = [f"{q} {a}".strip() for q, a in zip(questions, guesses, strict=True)]
+    # closed-book modes: look up what the weights said
+    hits = [h if h is not None else retriever.search(lookup, k) for h, lookup in zip(hits, lookups, strict=True)]
+    quoted = quote_sentences([([lookup, q], h) for lookup, q, h in zip(lookups, questions, hits, strict=True)])
+    out = []
+    for guess, found, (quotes, by_question) in zip(guesses, hits, quoted, strict=True):
+        if not found:
+            out.append(([], 0.0, 0.0))
+            continue
+        evidence = [
+            {"doc_id": h.doc_id, "title": h.title, "chunk_id": h.chunk_id, "quote": quote, "score": h.score}
+            for h, (quote, _) in zip(found, quotes, strict=True)
+        ]
+        relevance = max(cos for _, cos in by_question)
+        out.append((evidence, relevance, max(support(guess, h.text) for h in found)))
+    return out
 
 
 @torch.inference_mode()
@@ -254,11 +259,11 @@ def answer_questions(
             for i, q in enumerate(questions)
         ]
         generated = _generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
+    guesses = [g[0] for g in generated]
+    found = _evidence(retriever, questions, guesses, hits, k) if retriever is not None else None
     answers = []
-    for i, (question, (guess, p, prompt_tokens, latency)) in enumerate(zip(questions, generated, strict=True)):
-        evidence, relevance, supp = [], None, None
-        if retriever is not None:
-            evidence, relevance, supp = _evidence(retriever, question, guess, hits[i], k)
+    for i, (guess, p, prompt_tokens, latency) in enumerate(generated):
+        evidence, relevance, supp = found[i] if found else ([], None, None)
         feats = features(p, relevance, supp)
         confidence = calibration.confidence_of(feats) if calibration else p
         abstained = not guess or (calibration.should_abstain(feats) if calibration else False)

@@ -148,17 +148,41 @@ def _bm25_index(directory: Path, corpus_version: str, chunks: dict, titles: dict
     return index, order
 
 
+def _sentences(hit: Hit) -> list[str]:
+    return [s.strip() for s in split_sentences(hit.text) if re.search(r"\w", s)] or [hit.text]
+
+
+def quote_sentences(requests: list[tuple[list[str], list[Hit]]], progress=None) -> list[list[list[tuple[str, float]]]]:
+    """For each request (queries, hits) and each of its queries: every hit's sentence closest in meaning to the
+    query, with that cosine. All queries and distinct sentences are embedded in one batched pass (hits of
+    different questions overlap: each sentence is embedded once); `progress(done, total)` follows the batches."""
+    texts: dict[str, int] = {}
+    for queries, hits in requests:
+        for text in [*queries, *(s for h in hits for s in _sentences(h))]:
+            texts.setdefault(text, len(texts))
+    ordered = list(texts)
+    parts, step = [], 256
+    for start in range(0, len(ordered), step):
+        parts.append(embedding.embed(ordered[start : start + step]))
+        if progress:
+            progress(min(start + step, len(ordered)), len(ordered))
+    vectors = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+    out = []
+    for queries, hits in requests:
+        groups = [_sentences(h) for h in hits]
+        per_query = []
+        for query in queries:
+            q = vectors[texts[query]]
+            best = []
+            for group in groups:
+                sims = vectors[[texts[s] for s in group]] @ q
+                i = int(np.argmax(sims))
+                best.append((group[i], float(sims[i])))
+            per_query.append(best)
+        out.append(per_query)
+    return out
+
+
 def best_sentences(query: str, hits: list[Hit]) -> list[tuple[str, float]]:
     """For each hit, its sentence closest in meaning to `query` and that cosine: the quote shown as evidence."""
-    if not hits:
-        return []
-    sentences = [[s.strip() for s in split_sentences(h.text) if re.search(r"\w", s)] or [h.text] for h in hits]
-    flat = [s for group in sentences for s in group]
-    vectors = embedding.embed([query] + flat)
-    sims = vectors[1:] @ vectors[0]
-    out, at = [], 0
-    for group in sentences:
-        best = int(np.argmax(sims[at : at + len(group)]))
-        out.append((group[best], float(sims[at + best])))
-        at += len(group)
-    return out
+    return quote_sentences([([query], hits)])[0][0] if hits else []

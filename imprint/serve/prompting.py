@@ -47,10 +47,10 @@ def chat_prompt(tokenizer, messages: list[tuple[str, str]], on_module: bool) -> 
     """`messages` as (role, text) pairs; roles system, developer, user, assistant."""
     question = single_question(messages) if on_module else None
     if question is not None:
-        from imprint.answer import _blank_ids  # the rule `imprint ask` answers by: no blank line opens an answer
+        from imprint.answer import blank_ids  # the rule `imprint ask` answers by: no blank line opens an answer
 
         text = qa_prompt(question)
-        blank = frozenset(_blank_ids(tokenizer))
+        blank = frozenset(blank_ids(tokenizer))
         return Prompt(text, _encode(tokenizer, text, True), ("\n",), True, "qa", blank)
     if getattr(tokenizer, "chat_template", None):
         turns = [{"role": "system" if r == "developer" else r, "content": t} for r, t in messages]

@@ -3,7 +3,7 @@
 import pytest
 
 from imprint.ingest import chunk_text
-from imprint.retrieval import RetrievalConfig, Retriever, best_sentences
+from imprint.retrieval import RetrievalConfig, Retriever, best_sentences, quote_sentences
 from imprint.workspace import Workspace
 
 DOCS = {
@@ -52,6 +52,23 @@ def test_finds_the_chunk_that_answers(ws, store):
     assert retriever.search("time off for new mothers and fathers", k=1)[0].title == "Leave policy"
     quote, cos = best_sentences("How long must a password be?", hits[:1])[0]
     assert quote.startswith("Passwords must be at least 14") and cos > 0.5
+    retriever.close()
+
+
+def test_batched_quotes_match_one_by_one(ws):
+    """Evidence of many answers is quoted in one embedding pass; each quote is the one a lone lookup finds."""
+    retriever = Retriever.open(ws, RetrievalConfig(k=3))
+    questions = ["How long must a password be?", "When did the Rotterdam office open?", "How much parental leave?"]
+    requests = [([q, f"{q} answer"], retriever.search(q)) for q in questions]
+    seen = []
+    batched = quote_sentences(requests, progress=lambda done, total: seen.append((done, total)))
+    for (queries, hits), per_query in zip(requests, batched, strict=True):
+        for query, quotes in zip(queries, per_query, strict=True):
+            alone = best_sentences(query, hits)
+            assert [q for q, _ in quotes] == [q for q, _ in alone]
+            assert [c for _, c in quotes] == pytest.approx([c for _, c in alone], abs=1e-5)
+    assert seen and seen[-1][0] == seen[-1][1]  # the progress callback reached the end
+    assert batched[1][0][0][0].startswith("The Rotterdam office opened")
     retriever.close()
 
 

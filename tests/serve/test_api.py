@@ -9,7 +9,7 @@ import openai
 import pytest
 import torch
 
-from imprint.answer import Answerer, _cut
+from imprint.answer import Answerer, cut_answer
 from imprint.models import load_base
 from imprint.pipeline import load_module
 from imprint.prompts import qa_prompt
@@ -72,7 +72,7 @@ def test_chat_on_a_module_answers_as_imprint_ask_does(client, ws_dir):
         chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": QUESTION}],
                                               max_tokens=24, temperature=0)  # fmt: skip
         ask = Answerer(Workspace.open(ws_dir), "module", model, model="tiny")([QUESTION])[0]
-        assert _cut(chat.choices[0].message.content) == ask.guess and "\n" not in chat.choices[0].message.content
+        assert cut_answer(chat.choices[0].message.content) == ask.guess and "\n" not in chat.choices[0].message.content
         assert chat.usage.prompt_tokens == len(qa_prompt(QUESTION)) + 1  # the byte tokenizer: bytes + BOS
 
 
