@@ -1,22 +1,32 @@
-"""Training throughput: imprint's loop vs a plain transformers + PEFT loop, on the same batches, same machine.
+"""Training throughput: imprint's loop vs a plain transformers + PEFT loop, interleaved step by step in one run.
 
-Both train the same LoRA (rank 32, all linear layers) on the embedded gemma-3-270m in bf16 over the same
-padded batches of the `rules` synthetic set of the bundled sample corpus. The plain loop is what most
-scripts do: `model(input_ids, attention_mask, labels=labels).loss.backward()`, which projects every position
-onto the 262k-token vocabulary in one tensor. imprint's loop projects only labelled positions, block by block,
-with the element-wise softmax work fused by torch.compile (imprint/train/loss.py).
+Both train the same LoRA (rank 32, all linear layers) on the embedded gemma-3-270m in bf16, on the `rules`
+synthetic set of the bundled sample corpus. The plain loop is what most scripts do: length-bucketed padded
+batches, `model(input_ids, attention_mask, labels=labels).loss.backward()`, which projects every position onto
+the 262k-token vocabulary in one tensor, with PEFT's fp32 adapters. imprint's step is the training loop's own
+(imprint.train.compute.MicroStep with the default TrainConfig): packed rows, loss on labelled positions only
+with gradients computed in the forward (imprint/train/loss.py), bf16 autocast without PEFT's fp32 input copies,
+compiled decoder layers.
 
-MFU is model FLOPs per second over the bf16 matmul peak measured at the start of the same run. Model FLOPs
-count what a frozen-base LoRA step must compute: forward (2 N) + activation gradients (2 N) per token for the
-N non-embedding parameters, and the same 4 V d per *labelled* position for the vocabulary projection.
+The loops take turns, one step each, with a short bf16 matmul probe before every round, so a machine shared
+with other work slows them alike; the first `--warmup` steps of each (compilation, allocator) are untimed.
+MFU is model FLOPs per second over the machine's bf16 matmul peak: the fastest of the probes (a 2048^3 bf16
+matmul, best of 4 each), so a probe slowed by other work cannot inflate it. Model FLOPs count what a
+frozen-base LoRA step must compute: forward (2 N) + activation gradients (2 N) per token for the N
+non-embedding parameters, and the same 4 V d per *labelled* position for the vocabulary projection
+(attention score FLOPs and adapter FLOPs are not counted, for either loop).
 
-    python bench/train_throughput.py [--steps 12] [--warmup 2]
+    python bench/train_throughput.py [--steps 8] [--warmup 3] [--threads N] [--variants 'plain;imprint;...']
+
+A variant `imprint:key=value,...` runs imprint's step with those TrainConfig settings (an ablation).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -28,90 +38,131 @@ from imprint.methods.lora.config import LoraMethodConfig
 from imprint.methods.lora.method import LoraMethod
 from imprint.models import load_base
 from imprint.synth.rules import RulesStrategy
+from imprint.train.compute import MicroStep
 from imprint.train.config import TrainConfig
-from imprint.train.data import encode_record, make_batches
-from imprint.train.loss import causal_lm_loss
+from imprint.train.data import encode_record, make_batches, pack_batches
 from imprint.workspace import Workspace
 
 SAMPLE = Path(__file__).resolve().parents[1] / "imprint" / "data" / "sample" / "corpus"
 
 
-def matmul_peak(dtype=torch.bfloat16, n=4096, repeats=5) -> float:
+def matmul_rate(dtype=torch.bfloat16, n=2048, repeats=4) -> float:
+    """The best of `repeats` timed n^3 matmuls, in FLOP/s."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
-    start = time.perf_counter()
+    best = float("inf")
     for _ in range(repeats):
+        start = time.perf_counter()
         a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
 
 
-def batches_for_bench(tokenizer, batch_tokens: int):
+def sample_examples(tokenizer, max_len: int):
     ws = Workspace.open(Path(tempfile.mkdtemp()))
     ingest_paths(ws, [SAMPLE], lambda s: len(tokenizer.encode(s, add_special_tokens=False)))
     records = RulesStrategy().synthesize(ws.documents(), ws.chunks())
-    examples = [encode_record(r, tokenizer, 384) for r in records]
-    return make_batches(examples, batch_tokens, tokenizer.pad_token_id, random.Random(0))
+    return [encode_record(r, tokenizer, max_len) for r in records]
 
 
-def plain_step(model, batch):
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-    out.loss.backward()
+class Loop:
+    """One LoRA model, its batches and its step, timed separately from the other loops'."""
+
+    def __init__(self, name: str, examples, config: TrainConfig | None):
+        base = load_base("gemma-3-270m")
+        torch.manual_seed(0)
+        self.name, self.config = name, config
+        self.model = LoraMethod().attach(base.model, LoraMethodConfig())
+        self.model.train()
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-4)
+        rng, pad = random.Random(0), base.tokenizer.pad_token_id
+        if config is None or not config.pack:
+            self.batches = make_batches(examples, (config or TrainConfig()).batch_tokens, pad, rng)
+        else:
+            self.batches = pack_batches(examples, config.batch_tokens, config.max_len, pad, rng)
+        # as many steps as imprint's default run (5 epochs) on this data takes, for train.compile=auto
+        self.micro = MicroStep(self.model, config, 5 * len(self.batches)).__enter__() if config else None
+        self.done = self.tokens = self.labelled = 0
+        self.wall = 0.0
+
+    def step(self, timed: bool) -> None:
+        batch = self.batches[self.done % len(self.batches)]
+        start = time.perf_counter()
+        if self.micro:
+            self.micro(batch)
+        else:
+            kept = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+            self.model(**kept).loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.done += 1
+        if timed:
+            self.wall += time.perf_counter() - start
+            self.tokens += batch["n_tokens"]
+            self.labelled += int((batch["labels"][:, 1:] != -100).sum())
 
 
-def imprint_step(model, batch):
-    loss, _ = causal_lm_loss(model, batch, TrainConfig().loss_chunk)
-    loss.backward()
+def parse_variant(spec: str) -> tuple[str, TrainConfig | None]:
+    if spec == "plain":
+        return "plain transformers+PEFT", None
+    name, _, settings = spec.partition(":")
+    if name != "imprint":
+        raise SystemExit(f"unknown variant {spec!r}: use plain, imprint or imprint:key=value,...")
+    values = dict(kv.split("=", 1) for kv in settings.split(",") if kv)
+    from imprint.config import build
 
-
-def run(name, step, batches, warmup, flops_of) -> dict:
-    base = load_base("gemma-3-270m")
-    model = LoraMethod().attach(base.model, LoraMethodConfig())
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    tokens = flops = 0
-    for i, batch in enumerate(batches):
-        if i == warmup:
-            start = time.perf_counter()
-        step(model, batch)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if i >= warmup:
-            tokens += batch["n_tokens"]
-            flops += flops_of(batch)
-    wall = time.perf_counter() - start
-    return {"loop": name, "tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall, "flops_per_s": flops / wall}
+    return spec, build(TrainConfig, "train", values)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per loop")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (compile, allocator)")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per loop")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed first steps per loop (compile, allocator)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: as torch starts, all cores)")
+    parser.add_argument("--variants", default="plain;imprint", help="';'-separated: plain, imprint[:k=v,...]")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    peak = matmul_peak()
+    specs = [s.strip() for s in args.variants.split(";") if s.strip()]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     base = load_base("gemma-3-270m")
     config = base.model.config
     vocab_d = config.vocab_size * config.hidden_size
     n_body = sum(p.numel() for p in base.model.parameters()) - vocab_d  # tied embedding counted once
-    batches = batches_for_bench(base.tokenizer, TrainConfig().batch_tokens)
-    random.Random(1).shuffle(batches)
-    batches = batches[: args.warmup + args.steps]
+    examples = sample_examples(base.tokenizer, TrainConfig().max_len)
     del base
-
-    def flops_of(batch):
-        labelled = int((batch["labels"][:, 1:] != -100).sum())
-        return 4 * n_body * batch["n_tokens"] + 4 * vocab_d * labelled
-
-    rows = [
-        run("plain transformers+PEFT", plain_step, batches, args.warmup, flops_of),
-        run("imprint", imprint_step, batches, args.warmup, flops_of),
-    ]
-    print(f"\nbf16 matmul peak measured: {peak / 1e9:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
-    print(f"{'loop':<26}{'tokens':>8}{'wall s':>9}{'tokens/s':>10}{'MFU':>8}")
-    for r in rows:
-        mfu = r["flops_per_s"] / peak
-        print(f"{r['loop']:<26}{r['tokens']:>8}{r['wall_s']:>9.1f}{r['tokens_per_s']:>10.1f}{mfu:>8.1%}")
-    print(f"speed-up imprint / plain: {rows[1]['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}x")
+    loops = [Loop(name, examples, cfg) for name, cfg in map(parse_variant, specs)]
+    rates = []
+    for round_ in range(args.warmup + args.steps):
+        timed = round_ >= args.warmup
+        if timed:
+            rates.append(matmul_rate())
+        for loop in loops:
+            loop.step(timed)
+        print(
+            f"round {round_ + 1}/{args.warmup + args.steps}: "
+            + ", ".join(f"{lp.name} {lp.tokens / lp.wall:.0f} tok/s" if lp.wall else lp.name for lp in loops),
+            flush=True,
+        )
+    peak = max(rates)
+    print(
+        f"\nbf16 matmul peak (2048^3, fastest of {len(rates)} probes between rounds): {peak / 1e9:.0f} GFLOP/s "
+        f"(median {statistics.median(rates) / 1e9:.0f}, min {min(rates) / 1e9:.0f}; {torch.get_num_threads()} threads, "
+        f"{torch.backends.cpu.get_cpu_capability()})"
+    )
+    print(f"{'loop':<34}{'steps':>6}{'tokens':>8}{'wall s':>9}{'tokens/s':>10}{'MFU':>8}")
+    for lp in loops:
+        flops = 4 * n_body * lp.tokens + 4 * vocab_d * lp.labelled
+        mfu = flops / lp.wall / peak
+        print(f"{lp.name:<34}{args.steps:>6}{lp.tokens:>8}{lp.wall:>9.1f}{lp.tokens / lp.wall:>10.1f}{mfu:>8.1%}")
+    if loops[0].config is None:
+        for lp in loops[1:]:
+            ratio = (lp.tokens / lp.wall) / (loops[0].tokens / loops[0].wall)
+            print(f"speed-up {lp.name} / plain: {ratio:.2f}x")
+    for lp in loops:
+        if lp.micro:
+            lp.micro.__exit__()
+    settings = {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k in ("batch_tokens", "max_len")}
+    print(f"imprint defaults: {settings}")
 
 
 if __name__ == "__main__":
