@@ -12,7 +12,7 @@ closed-book. The eval questions are never trained on: the strategies see only th
 Every stage is cached under `--out` (workspace, datasets and their generation journals, modules, scores), so
 an interrupted run continues where it stopped and a rerun only prints the table.
 
-    python bench/synth_strategies.py [--gen-tokens 2000] [--train-tokens 20000] [--threads 1] [--out DIR]
+    python bench/synth_strategies.py [--gen-tokens 2000] [--train-tokens 60000] [--threads 1] [--out DIR]
 
 `--out` defaults to ~/.cache/imprint/bench/synth_strategies ($IMPRINT_CACHE).
 """
@@ -142,7 +142,7 @@ def score(ws, arm: str | None, questions, items, args) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gen-tokens", type=int, default=2000, help="generation budget per generated strategy")
-    parser.add_argument("--train-tokens", type=int, default=20000, help="training tokens per arm")
+    parser.add_argument("--train-tokens", type=int, default=60000, help="training tokens per arm (20k taught no arm)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--max-len", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)
