@@ -82,12 +82,12 @@ def coverage_signals(questions, hits_of, chunk_texts):
 @torch.inference_mode()
 def refusal_signal(model, tokenizer, prompts, continuations=(" Unknown", " not stated")) -> list[float]:
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=wants_autocast(model))
+    firsts = [tokenizer(c, add_special_tokens=False).input_ids[0] for c in continuations]
     out = []
     for prompt in prompts:
         ids = tokenizer(prompt, return_tensors="pt").input_ids
         with autocast:
             logits = model(input_ids=ids).logits[0, -1].float().log_softmax(-1)
-        firsts = [tokenizer(c, add_special_tokens=False).input_ids[0] for c in continuations]
         out.append(max(float(logits[t]) for t in firsts))
     return out
 

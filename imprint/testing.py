@@ -68,3 +68,13 @@ def tiny_lm(seed: int = 0):
         model = Gemma3ForCausalLM(tiny_config(len(tokenizer)))
     model.eval()
     return model, tokenizer
+
+
+def document(doc_id: str, title: str, text: str):
+    """A real workspace `Document` record (version 1, active) for tests of stages that read documents."""
+    import hashlib
+
+    from imprint.workspace import Document
+
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    return Document(doc_id, f"/docs/{doc_id}", 1, sha, title, text, "active", "2026-01-01T00:00:00Z")

@@ -2,7 +2,6 @@
 
 import json
 import re
-from dataclasses import dataclass
 
 import pytest
 
@@ -14,6 +13,8 @@ from imprint.synth.generators import GeneratorError
 from imprint.synth.generators.scripted import ScriptedGenerator
 from imprint.synth.journal import Journal
 from imprint.synth.rules import find_spans, mid_sentence_names, sentences_of
+from imprint.testing import document
+from imprint.workspace import Chunk
 
 TEXTS = {
     "people": [
@@ -27,23 +28,8 @@ TEXTS = {
 }
 
 
-@dataclass
-class Doc:
-    id: str
-    title: str
-
-
-@dataclass
-class Chunk:
-    id: str
-    doc_id: str
-    ord: int
-    text: str
-    n_tokens: int
-
-
-DOCS = [Doc("people", "People"), Doc("offices", "Offices")]
-CHUNKS = [Chunk(f"{d}:{i}", d, i, t, len(t.split())) for d, texts in TEXTS.items() for i, t in enumerate(texts)]
+DOCS = [document(d, d.title(), " ".join(texts)) for d, texts in TEXTS.items()]
+CHUNKS = [Chunk(f"{d}:{i}", d, 1, i, t, len(t.split())) for d, texts in TEXTS.items() for i, t in enumerate(texts)]
 
 
 def last_passage(prompt: str) -> str:

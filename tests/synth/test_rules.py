@@ -1,8 +1,8 @@
 """The offline strategy: restatements, wh/fronted questions and cloze pairs, each traceable to its chunk."""
 
-from dataclasses import dataclass
-
 from imprint.synth.rules import RulesConfig, RulesStrategy, find_spans, fronted_question, wh_question
+from imprint.testing import document
+from imprint.workspace import Chunk
 
 TEXT = (
     "# People\n\n"
@@ -13,21 +13,9 @@ TEXT = (
 )
 
 
-@dataclass
-class Doc:
-    id: str
-    title: str
-
-
-@dataclass
-class Chunk:
-    id: str
-    doc_id: str
-    text: str
-
-
 def synth(**config):
-    return RulesStrategy(RulesConfig(**config)).synthesize([Doc("d1", "Handbook")], [Chunk("d1:v1:0", "d1", TEXT)])
+    chunk = Chunk("d1:v1:0", "d1", 1, 0, TEXT, len(TEXT.split()))
+    return RulesStrategy(RulesConfig(**config)).synthesize([document("d1", "Handbook", TEXT)], [chunk])
 
 
 def test_spans_cover_dates_amounts_counts_and_names():
