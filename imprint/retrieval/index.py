@@ -152,35 +152,26 @@ def _sentences(hit: Hit) -> list[str]:
     return [s.strip() for s in split_sentences(hit.text) if re.search(r"\w", s)] or [hit.text]
 
 
-def quote_sentences(requests: list[tuple[list[str], list[Hit]]], progress=None) -> list[list[list[tuple[str, float]]]]:
+def quote_sentences(requests: list[tuple[list[str], list[Hit]]]) -> list[list[list[tuple[str, float]]]]:
     """For each request (queries, hits) and each of its queries: every hit's sentence closest in meaning to the
-    query, with that cosine. All queries and distinct sentences are embedded in one batched pass (hits of
-    different questions overlap: each sentence is embedded once); `progress(done, total)` follows the batches."""
-    texts: dict[str, int] = {}
-    for queries, hits in requests:
-        for text in [*queries, *(s for h in hits for s in _sentences(h))]:
-            texts.setdefault(text, len(texts))
-    ordered = list(texts)
-    parts, step = [], 256
-    for start in range(0, len(ordered), step):
-        parts.append(embedding.embed(ordered[start : start + step]))
-        if progress:
-            progress(min(start + step, len(ordered)), len(ordered))
-    vectors = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
-    out = []
-    for queries, hits in requests:
-        groups = [_sentences(h) for h in hits]
-        per_query = []
-        for query in queries:
-            q = vectors[texts[query]]
-            best = []
-            for group in groups:
-                sims = vectors[[texts[s] for s in group]] @ q
-                i = int(np.argmax(sims))
-                best.append((group[i], float(sims[i])))
-            per_query.append(best)
-        out.append(per_query)
-    return out
+    query, with that cosine. All queries and distinct sentences are embedded in one call (hits of different
+    questions overlap: each sentence is embedded once)."""
+    groups = [[_sentences(h) for h in hits] for _, hits in requests]
+    row: dict[str, int] = {}
+    for (queries, _), sentences in zip(requests, groups, strict=True):
+        for text in [*queries, *(s for group in sentences for s in group)]:
+            row.setdefault(text, len(row))
+    vectors = embedding.embed(list(row))
+
+    def closest(query: str, group: list[str]) -> tuple[str, float]:
+        sims = vectors[[row[s] for s in group]] @ vectors[row[query]]
+        best = int(np.argmax(sims))
+        return group[best], float(sims[best])
+
+    return [
+        [[closest(query, group) for group in sentences] for query in queries]
+        for (queries, _), sentences in zip(requests, groups, strict=True)
+    ]
 
 
 def best_sentences(query: str, hits: list[Hit]) -> list[tuple[str, float]]:
