@@ -6,7 +6,7 @@ batches, `model(input_ids, attention_mask, labels=labels).loss.backward()`, whic
 the 262k-token vocabulary in one tensor, with PEFT's fp32 adapters. imprint's step is the training loop's own
 (imprint.train.compute.MicroStep with the default TrainConfig): packed rows, loss on labelled positions only
 with gradients computed in the forward (imprint/train/loss.py), bf16 autocast without PEFT's fp32 input copies,
-compiled decoder layers.
+compiled decoder layers with eager attention, rows `train.pack_width` tokens wide.
 
 The loops take turns, one step each, with a short bf16 matmul probe before every round, so a machine shared
 with other work slows them alike; the first `--warmup` steps of each (compilation, allocator) are untimed.
@@ -79,7 +79,7 @@ class Loop:
         if config is None or not config.pack:
             self.batches = make_batches(examples, (config or TrainConfig()).batch_tokens, pad, rng)
         else:
-            self.batches = pack_batches(examples, config.batch_tokens, config.max_len, pad, rng)
+            self.batches = pack_batches(examples, config.batch_tokens, config.pack_width, pad, rng)
         # as many steps as imprint's default run (5 epochs) on this data takes, for train.compile=auto
         self.micro = MicroStep(self.model, config, 5 * len(self.batches)).__enter__() if config else None
         self.done = self.tokens = self.labelled = 0
@@ -161,7 +161,8 @@ def main() -> None:
     for lp in loops:
         if lp.micro:
             lp.micro.__exit__()
-    settings = {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k in ("batch_tokens", "max_len")}
+    shown = ("batch_tokens", "max_len", "pack_width")
+    settings = {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k in shown}
     print(f"imprint defaults: {settings}")
 
 

@@ -18,7 +18,11 @@ class TrainConfig:
     batch_tokens: int = field(default=2048, metadata={"help": "tokens per micro-batch (rows x row width)"})
     pack: bool = field(
         default=True,
-        metadata={"help": "pack examples end to end into rows of max_len tokens (exact: no cross-example attention)"},
+        metadata={"help": "pack examples end to end into rows (exact: no cross-example attention)"},
+    )
+    pack_width: int = field(
+        default=256,
+        metadata={"help": "packed row width in tokens, widened to the longest example; attention costs grow with it"},
     )
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     max_len: int = field(default=384, metadata={"help": "longer examples are truncated to this many tokens"})
@@ -58,5 +62,13 @@ class TrainConfig:
             raise ValueError(f"train.compile must be auto, on or off, got {self.compile!r}")
         if self.log not in ("", "tensorboard", "wandb", "mlflow"):
             raise ValueError(f"train.log must be tensorboard, wandb or mlflow, got {self.log!r}")
-        if self.batch_tokens < 16 or self.grad_accum < 1 or self.max_len < 8 or self.loss_chunk < 1:
-            raise ValueError("batch_tokens >= 16, grad_accum >= 1, max_len >= 8 and loss_chunk >= 1 are required")
+        if (
+            self.batch_tokens < 16
+            or self.grad_accum < 1
+            or self.max_len < 8
+            or self.loss_chunk < 1
+            or self.pack_width < 8
+        ):
+            raise ValueError(
+                "batch_tokens >= 16, grad_accum >= 1, max_len >= 8, pack_width >= 8 and loss_chunk >= 1 are required"
+            )

@@ -90,7 +90,9 @@ def pack_rows(lengths: list[int], width: int, rng: random.Random) -> list[list[i
 
 
 def pack_batches(examples: list[Example], batch_tokens: int, width: int, pad_id: int, rng: random.Random):
-    """Packed batches: rows of up to `width` tokens, `batch_tokens // width` rows a batch, in shuffled order."""
+    """Packed batches: rows of up to `width` tokens (or the longest example's length, if longer),
+    `batch_tokens // width` rows a batch, in shuffled order."""
+    width = max([width] + [len(e.input_ids) for e in examples])
     rows = pack_rows([len(e.input_ids) for e in examples], width, rng)
     rng.shuffle(rows)
     per_batch = max(1, batch_tokens // width)

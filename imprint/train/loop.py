@@ -168,7 +168,7 @@ def train(
 
 def _batches(examples: list[Example], config: TrainConfig, pad_id: int, rng: random.Random) -> list[dict]:
     if config.pack:
-        return pack_batches(examples, config.batch_tokens, config.max_len, pad_id, rng)
+        return pack_batches(examples, config.batch_tokens, config.pack_width, pad_id, rng)
     return make_batches(examples, config.batch_tokens, pad_id, rng)
 
 

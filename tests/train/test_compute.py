@@ -34,19 +34,23 @@ def grads_of(model, config, batch):
     with MicroStep(model, config, steps=1) as step:
         loss, n = step(batch)
         compiled = [layer for layer in decoder_layers(model) if "forward" in vars(layer)]
+        attention = model.get_base_model().config._attn_implementation
     grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
     model.zero_grad(set_to_none=True)
-    return loss, n, grads, compiled
+    return loss, n, grads, compiled, attention
 
 
 @pytest.mark.slow  # compiling even the tiny model's layers takes minutes on 2 shared cores
 def test_compiled_layers_compute_what_eager_layers_compute_and_are_restored():
     model, tok = lora_tiny()
+    assert model.get_base_model().config._attn_implementation == "sdpa"
     batch = collate_packed([[encode_record(r, tok, 128) for r in RECORDS]], tok.pad_token_id)
     eager = grads_of(model, TrainConfig(compile="off", autocast=False), batch)
     compiled = grads_of(model, TrainConfig(compile="on", autocast=False), batch)
     assert eager[3] == [] and len(compiled[3]) == len(decoder_layers(model))
     assert not any("forward" in vars(layer) for layer in decoder_layers(model))  # restored on exit
+    assert (eager[4], compiled[4]) == ("sdpa", "eager")  # compiled layers fuse eager attention's softmax
+    assert model.get_base_model().config._attn_implementation == "sdpa"  # and SDPA is back for answering
     assert compiled[1] == eager[1]
     torch.testing.assert_close(compiled[0], eager[0], rtol=1e-4, atol=1e-5)
     for name, grad in eager[2].items():

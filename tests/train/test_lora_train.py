@@ -59,6 +59,24 @@ def test_blockwise_loss_gradients_match_autograd():
             assert torch.autograd.gradcheck(fn, (hidden, weight))
 
 
+def test_frozen_projection_loss_matches_log_softmax_for_hard_and_soft_targets(monkeypatch):
+    """A frozen W (LoRA, prefix) takes the online-softmax path: vocabulary tiles, running max and sum."""
+    from imprint.train import loss
+
+    monkeypatch.setattr(loss, "VOCAB_TILE", 16)  # several tiles, the last one partial
+    torch.manual_seed(0)
+    hidden = torch.randn(10, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 8, dtype=torch.float64) * 3
+    ids, weights = torch.randint(0, 50, (10, 3)), torch.rand(10, 3)
+    reference = -(weights * torch.log_softmax(hidden @ weight.T, -1).gather(1, ids)).sum()
+    for compiled in (False, True):
+        fn = lambda h, c=compiled: loss.fused_cross_entropy(h, weight, ids, weights, 4, None, c)  # noqa: E731
+        assert torch.allclose(fn(hidden), reference)
+        assert torch.autograd.gradcheck(fn, (hidden,))
+        hard = loss.blockwise_cross_entropy(hidden, weight, ids[:, 0], 3, None, compiled)
+        assert torch.allclose(hard, torch.nn.functional.cross_entropy(hidden @ weight.T, ids[:, 0], reduction="sum"))
+
+
 def test_replay_mixes_the_requested_fraction_from_the_base_models_own_samples(tmp_path, monkeypatch):
     from imprint.models import load_base
     from imprint.train.replay import mix_replay, self_replay

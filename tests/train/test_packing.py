@@ -114,3 +114,12 @@ def test_pack_batches_hold_every_token_once():
     assert sum(int((b["labels"] != IGNORE).sum()) for b in batches) == sum(
         e.n_trained - (e.labels[0] != IGNORE) for e in examples
     )
+
+
+def test_rows_widen_to_the_longest_example_rather_than_drop_it():
+    tok = tiny_tokenizer()
+    examples = [encode_record(r, tok, 64) for r in RECORDS * 3]
+    longest = max(len(e.input_ids) for e in examples)
+    batches = pack_batches(examples, 64, longest // 2, tok.pad_token_id, random.Random(0))
+    assert max(b["input_ids"].shape[1] for b in batches) == longest
+    assert sum(b["n_tokens"] for b in batches) == sum(len(e.input_ids) for e in examples)
