@@ -114,9 +114,10 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
         if not (need_w or softcap):  # frozen projection: the flash-attention-like online softmax
             lse, expected = _online_softmax(hidden, weight, block, online_tile, need_h)
             targets = _upcast(weight[ids])  # (n, k, d)
-            h = _upcast(hidden)
+            # the target logits rounded as the tiles' were (bf16 matmul output), so lse - x_y >= 0 stays true
+            x = _upcast((targets @ _upcast(hidden)[:, :, None])[..., 0].to(hidden.dtype))
             wsum = weights.sum(1)
-            total = (wsum * lse - (weights * (targets @ h[:, :, None])[..., 0]).sum(1)).sum()
+            total = (wsum * lse - (weights * x).sum(1)).sum()
             if need_h:
                 grad_hidden = (wsum[:, None] * expected - (weights[..., None] * targets).sum(1)).to(hidden.dtype)
                 ctx.save_for_backward(grad_hidden)
