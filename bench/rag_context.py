@@ -36,7 +36,7 @@ from imprint.evaluate.metrics import exact_match, token_f1
 from imprint.ingest.chunking import split_sentences
 from imprint.models import load_base
 from imprint.prompts import context_prompt
-from imprint.retrieval import RetrievalConfig, Retriever
+from imprint.retrieval import RetrievalConfig, Retriever, quote_sentences
 from imprint.retrieval import embed as embedding
 from imprint.workspace import Workspace
 
@@ -54,13 +54,6 @@ def closest_sentences(question: str, hits, n: int) -> list[tuple[str, str]]:
     return [(hits[i].title, " ".join(sentences)) for i, sentences in sorted(grouped.items())]
 
 
-def relevance(question: str, hits) -> float:
-    """imprint's relevance signal: cosine of the question and the closest sentence of the chunks."""
-    sentences = [s.strip() for h in hits for s in split_sentences(h.text) if s.strip()]
-    vectors = embedding.embed([question, *sentences])
-    return float((vectors[1:] @ vectors[0]).max())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=4, help="chunks retrieved per question")
@@ -71,7 +64,9 @@ def main() -> None:
     answerable = np.array([bool(i.answers) for i in items])
     retriever = Retriever.open(ws, RetrievalConfig(k=args.k))
     hits = [retriever.search(i.question, args.k) for i in items]
-    rel = [relevance(i.question, h) for i, h in zip(items, hits, strict=True)]
+    # imprint's relevance signal, computed as `imprint ask` does: the question's closest evidence sentence
+    quoted = quote_sentences([([i.question], h) for i, h in zip(items, hits, strict=True)])
+    rel = [max(cos for _, cos in per_query[0]) for per_query in quoted]
     base = load_base("gemma-3-270m")
     variants = {
         f"chunks k={args.k}": lambda q, h: [(x.title, x.text) for x in h],
