@@ -11,13 +11,15 @@ import json
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from imprint import registry
 from imprint.answer import MODES
-from imprint.errors import ImprintError
+from imprint.errors import ImprintError, ImprintWarning
 from imprint.models import DEFAULT_MODEL
 from imprint.progress import Bar
 
@@ -147,13 +149,20 @@ def cmd_train(args) -> None:
 
 
 def _print_module(manifest: dict) -> None:
+    from imprint.evaluate.heldin import describe
+
     m = manifest["metrics"]
+    skipped = f", {len(m['skipped_steps'])} non-finite steps skipped" if m.get("skipped_steps") else ""
     console.print(
         f"module [bold]{manifest['name']}@{manifest['version']}[/bold] ({manifest['method']} on "
-        f"{manifest['base_model']}): loss {m['loss_first']} -> {m['loss_last']}, {m['steps']} steps, "
+        f"{manifest['base_model']}): loss {m['loss_first']} -> {m['loss_last']}, {m['steps']} steps{skipped}, "
         f"{m['tokens']} tokens in {m['wall_s']} s ({m['tokens_per_s']} tokens/s), "
         f"{manifest['module_bytes'] / 1e6:.1f} MB"
     )
+    if manifest.get("heldin"):
+        console.print(describe(manifest["heldin"]), highlight=False)
+    for reason in m.get("compile", {}).get("fallbacks", []):
+        console.print(f"[dim]trained eagerly: {reason}[/dim]", highlight=False)
 
 
 def cmd_learn(args) -> None:
@@ -368,6 +377,17 @@ def cmd_modules(args) -> None:
     console.print(table)
 
 
+def cmd_doctor(args) -> None:
+    from imprint.doctor import print_report, report
+
+    with Bar("doctor", unit="checks") as bar:
+        found = report(compile_check=not args.no_compile_check, progress=lambda d, t, **i: bar.update(d, t, **i))
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return
+    print_report(found, console)
+
+
 def cmd_serve(args) -> None:
     import socket
 
@@ -465,9 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
     config_flags(p)
     p.set_defaults(func=cmd_synth)
 
+    methods = sorted(registry.METHODS)
+    method_help = f"how knowledge enters the model: {', '.join(methods)} (default lora)"
     p = sub.add_parser("train", help="train a module on synthetic datasets")
     p.add_argument("--data", action="append", help="dataset name (repeatable; default: the latest)")
-    p.add_argument("--method", default="lora")
+    p.add_argument("--method", default="lora", choices=methods, help=method_help)
     p.add_argument("--name", default="default", help="module name")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     model_flag(p)
@@ -478,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.add_argument("--name", default="default", help="module name")
     p.add_argument("--strategy", default="rules")
-    p.add_argument("--method", default="lora")
+    p.add_argument("--method", default="lora", choices=methods, help=method_help)
     p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
     generator_flags(p)
     model_flag(p)
@@ -534,6 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
     model_flag(p)
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("doctor", help="what this machine offers and what imprint will use (attach to bug reports)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-compile-check", action="store_true", help="skip the compiled-vs-eager training check")
+    p.set_defaults(func=cmd_doctor)
+
     p = sub.add_parser("modules", help="list trained modules")
     p.set_defaults(func=cmd_modules)
 
@@ -555,9 +582,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(show):
+    """A `warnings.showwarning` that prints imprint's own warnings as one line (`imprint: warning: ...`) and
+    passes others to `show`."""
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, ImprintWarning):
+            err.print(f"imprint: warning: {message}", markup=False, highlight=False, soft_wrap=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return show_warning
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.raw_argv = list(sys.argv[1:] if argv is None else argv)  # recorded beside measured numbers (eval)
+    previous = warnings.showwarning
+    warnings.showwarning = _one_line_warnings(previous)
     try:
         args.func(args)
     except ImprintError as exc:
@@ -566,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("imprint: interrupted", markup=False)
         return 130
+    finally:
+        warnings.showwarning = previous
     return 0
 
 

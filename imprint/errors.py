@@ -23,3 +23,11 @@ class ConfigError(ImprintError):
 
 class NotFoundError(ImprintError):
     """A named thing (module, dataset, document) does not exist in the workspace."""
+
+
+class TrainingError(ImprintError):
+    """A training run stopped or failed its own check (non-finite steps, a module that learned nothing)."""
+
+
+class ImprintWarning(UserWarning):
+    """Something the user should know that did not stop the work; the CLI prints it as one line."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,9 @@ import torch
 
 from imprint import __version__, registry
 from imprint.config import build, check_sections
-from imprint.errors import ImprintError, NotFoundError
+from imprint.errors import ImprintError, NotFoundError, TrainingError
+from imprint.evaluate.heldin import HeldIn, describe
+from imprint.methods.integrity import check_module_files, check_trained
 from imprint.models import DEFAULT_MODEL, load_base, load_tokenizer
 from imprint.progress import Bar
 from imprint.synth.records import read_records, write_records
@@ -106,6 +109,12 @@ def resolve_train_configs(method: str, overrides: dict | None = None):
     train_values = dict(overrides.get("train", {}))
     train_values.setdefault("lr", getattr(method_impl, "default_lr", TrainConfig.lr))  # methods differ by 100x
     train_config = build(TrainConfig, "train", train_values)
+    if train_config.compile != "off" and train_config.compile_backend not in ("inductor", "eager", "aot_eager"):
+        import torch._dynamo
+
+        if train_config.compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+            known = ", ".join(torch._dynamo.list_backends())
+            raise ImprintError(f"unknown train.compile_backend {train_config.compile_backend!r}: use one of {known}")
     if train_config.replay_corpus and not Path(train_config.replay_corpus).exists():
         raise ImprintError(f"replay corpus {train_config.replay_corpus} does not exist")
     if train_config.log:
@@ -222,6 +231,10 @@ def train_module(
         pool = corpus_replay(train_config.replay_corpus) if train_config.replay_corpus else self_replay(base)
         records = mix_replay(records, pool, train_config.replay, train_config.seed)
     examples = [encode_record(r, base.tokenizer, train_config.max_len) for r in records]
+    heldin = HeldIn.sample(records[:n_corpus_records], train_config.verify_n, train_config.seed)
+    if not train_config.verify:
+        heldin = None
+    base_heldin = heldin.score(base.model, base.tokenizer) if heldin else None  # before any weight changes
     torch.manual_seed(train_config.seed)  # adapter initialisation is part of the run: seed it like the rest
     corpus_text = "\n\n".join(c.text for c in ws.chunks())
     trainable = method_impl.attach(base.model, method_config, tokenizer=base.tokenizer, corpus_text=corpus_text)
@@ -243,8 +256,13 @@ def train_module(
             checkpoint=checkpoint,
             resume=resume,
         )
+    check_trained(trainable, f"module {name}")  # the loop skips non-finite steps; never save what slipped past
+    verdict = heldin.verdict(base_heldin, heldin.score(trainable, base.tokenizer)) if heldin else None
     version = ws.next_module_version(name)
     directory = ws.module_dir(name, version)
+    if verdict and not verdict["passed"]:
+        directory = ws.root / "runs" / name / "failed"  # kept for inspection, never registered or served
+        shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     files = method_impl.save(trainable, directory)
     manifest = {
@@ -259,12 +277,20 @@ def train_module(
         "data_ids_sha": _ids_digest([r.id for r in records]),
         "config": {"train": dataclasses.asdict(train_config), method: dataclasses.asdict(method_config)},
         "metrics": result.summary(),
+        "heldin": verdict,
         "files": files,
         "module_bytes": sum((directory / f).stat().st_size for f in files),
         "created_at": now(),
         "imprint_version": __version__,
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    if verdict and not verdict["passed"]:
+        checkpoint.unlink(missing_ok=True)
+        raise TrainingError(
+            f"training failed: module {name} learned nothing measurable ({describe(verdict)}); it was not "
+            f"registered (files kept in {directory}). Try more epochs (train.epochs), a higher train.lr, or "
+            "check the synthetic data (imprint synth --show 10)"
+        )
     ws.register_module(name, version, method, base.name, str(directory), manifest["corpus_version"], manifest)
     checkpoint.unlink(missing_ok=True)  # the module is saved: the run is complete
     return manifest
@@ -288,6 +314,7 @@ def load_module(ws, spec: str):
     """Load `name` or `name@version`: returns (model with the module attached, tokenizer, manifest)."""
     directory = Path(module_entry(ws, spec).path)
     manifest = json.loads((directory / "manifest.json").read_text())
+    check_module_files(directory)  # a module with a NaN is refused, never answered with
     base = load_base(manifest["base_model"])
     model = registry.method(manifest["method"])().load(base.model, directory)
     return model, base.tokenizer, manifest

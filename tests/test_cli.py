@@ -12,6 +12,8 @@ CORPUS = (
     "Employees receive 27 days of paid annual leave per year.\n"
 )
 
+NO_CHECK = ["--set", "train.verify=false"]  # these runs are too short to teach the tiny model anything
+
 
 @pytest.fixture
 def ws_dir(tmp_path, monkeypatch):
@@ -35,7 +37,7 @@ def snapshot(ws_dir):
 
 
 def test_learn_then_ask_and_eval_on_tiny(ws_dir, corpus, tmp_path, capsys):
-    assert main(["learn", str(corpus), "--name", "hb", "--set", "train.epochs=2", "--set", "lora.r=4"]) == 0
+    assert main(["learn", str(corpus), "--name", "hb", "--set", "train.epochs=2", "--set", "lora.r=4", *NO_CHECK]) == 0
     out = capsys.readouterr().out
     assert "module hb@1" in out and "lora on tiny" in out
     manifest = json.loads((ws_dir / "modules" / "hb" / "1" / "manifest.json").read_text())
@@ -65,7 +67,10 @@ def test_learn_then_ask_and_eval_on_tiny(ws_dir, corpus, tmp_path, capsys):
     assert set(scores) == {"base", "hb@1"} and all(s["n"] == 1 for s in scores.values())
 
     # re-adding the same folder is a no-op; the module is retrained as version 2, here with self-replay
-    assert main(["learn", str(corpus), "--name", "hb", "--set", "train.epochs=1", "--set", "train.replay=0.5"]) == 0
+    assert (
+        main(["learn", str(corpus), "--name", "hb", "--set", "train.epochs=1", "--set", "train.replay=0.5", *NO_CHECK])
+        == 0
+    )
     assert "1 unchanged" in capsys.readouterr().out
     second = json.loads((ws_dir / "modules" / "hb" / "2" / "manifest.json").read_text())
     assert second["n_replay_records"] == second["n_records"] > 0
@@ -126,7 +131,7 @@ def test_a_local_hugging_face_directory_is_a_base_model(ws_dir, corpus, tmp_path
     model_dir = tmp_path / "my-model"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    learn = ["learn", str(corpus), "--name", "local", "--model", str(model_dir), "--set", "train.epochs=1"]
+    learn = ["learn", str(corpus), "--name", "local", "--model", str(model_dir), "--set", "train.epochs=1", *NO_CHECK]
     assert main(learn) == 0
     manifest = json.loads((ws_dir / "modules" / "local" / "1" / "manifest.json").read_text())
     assert manifest["base_model"] == str(model_dir.resolve())

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from imprint.errors import ImprintError
+from imprint.methods.integrity import check_module_files
 from imprint.models import BaseModel, load_base
 from imprint.serve.multilora import LoraBank
 
@@ -137,6 +138,7 @@ class ModuleCache:
             self.peft.delete_adapter(module.adapter)
 
     def _load(self, key: str, method: str, directory: Path) -> LoadedModule:
+        check_module_files(directory)  # a module with a NaN is refused, never served
         if method == "lora":
             return self._load_lora(key, directory)
         if method == "prefix":

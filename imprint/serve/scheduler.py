@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imprint.errors import ImprintError
 from imprint.serve.config import ServeConfig
 from imprint.serve.engine import Batch, Row
 from imprint.serve.modules import ModuleCache, ModuleTooLarge
@@ -160,6 +161,10 @@ class Scheduler:
                         waiting.append(job)
                     else:
                         job.complete(exc)
+                    continue
+                except ImprintError as exc:  # a corrupt module (e.g. non-finite weights) fails its own requests only
+                    log.warning("cannot load module %s: %s", job.module.key, exc)
+                    job.complete(exc)
                     continue
                 except Exception as exc:  # an unreadable module file fails its own requests only
                     log.exception("cannot load module %s", job.module.key)

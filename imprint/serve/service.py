@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from imprint.errors import ImprintError, NotFoundError
+from imprint.methods.integrity import NonFiniteModuleError
 from imprint.models import BaseModel
 from imprint.prompts import qa_prompt
 from imprint.serve.config import ServeConfig
@@ -284,6 +285,8 @@ def as_api_error(exc: BaseException) -> APIError:
         return exc
     if isinstance(exc, ModuleTooLarge):
         return APIError(503, str(exc), "model", "module_exceeds_memory_budget")
+    if isinstance(exc, NonFiniteModuleError):
+        return APIError(500, f"The module cannot be served: {exc}", "model", "module_not_finite")
     return APIError(500, f"The server could not generate an answer: {str(exc).splitlines()[0] if str(exc) else exc!r}")
 
 

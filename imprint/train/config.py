@@ -43,6 +43,22 @@ class TrainConfig:
         default="auto",
         metadata={"help": "torch.compile the decoder layers: 'auto' (models of 50M+ parameters), 'on' or 'off'"},
     )
+    compile_backend: str = field(
+        default="inductor",
+        metadata={"help": "torch.compile backend for compiled layers and loss kernels ('aot_eager' to debug one)"},
+    )
+    max_nonfinite: int = field(
+        default=3,
+        metadata={"help": "stop after this many steps in a row with a non-finite loss or gradient (each is skipped)"},
+    )
+    verify: bool = field(
+        default=True,
+        metadata={
+            "help": "after training, answer a sample of the training questions with the module and the base; "
+            "a module no better than the base fails the run"
+        },
+    )
+    verify_n: int = field(default=32, metadata={"help": "training questions (or texts) sampled for that check"})
     seed: int = field(default=0, metadata={"help": "seed for init, shuffling and dropout"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = all cores)"})
     log: str = field(
@@ -60,6 +76,10 @@ class TrainConfig:
             raise ValueError("checkpoint_every must be >= 0")
         if self.compile not in ("auto", "on", "off"):
             raise ValueError(f"train.compile must be auto, on or off, got {self.compile!r}")
+        if not self.compile_backend:
+            raise ValueError("train.compile_backend must name a torch.compile backend, e.g. inductor")
+        if self.max_nonfinite < 1 or self.verify_n < 1:
+            raise ValueError("train.max_nonfinite and train.verify_n must be >= 1")
         if self.log not in ("", "tensorboard", "wandb", "mlflow"):
             raise ValueError(f"train.log must be tensorboard, wandb or mlflow, got {self.log!r}")
         if (

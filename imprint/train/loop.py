@@ -16,12 +16,14 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from imprint.errors import ImprintError
+from imprint.errors import ImprintError, ImprintWarning, TrainingError
+from imprint.methods.integrity import nonfinite_tensors
 from imprint.train.compute import MicroStep
 from imprint.train.config import TrainConfig
 from imprint.train.data import Example, make_batches, pack_batches
@@ -34,8 +36,10 @@ class TrainResult:
     tokens: int = 0
     trained_tokens: int = 0
     wall_s: float = 0.0
-    losses: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  # one per step; NaN where the step was skipped
+    skipped_steps: list[int] = field(default_factory=list)  # steps whose loss or gradient was not finite
     resumed_from: int | None = None
+    compile: dict = field(default_factory=dict)  # what was compiled, and why anything fell back to eager
 
     @property
     def tokens_per_s(self) -> float:
@@ -43,17 +47,25 @@ class TrainResult:
 
     def summary(self) -> dict:
         k = max(1, len(self.losses) // 10)
+        first = [x for x in self.losses[:k] if math.isfinite(x)]
+        last = [x for x in self.losses[-k:] if math.isfinite(x)]
         return {
             "steps": self.steps,
             "tokens": self.tokens,
             "trained_tokens": self.trained_tokens,
             "wall_s": round(self.wall_s, 1),
             "tokens_per_s": round(self.tokens_per_s, 1),
-            "loss_first": round(sum(self.losses[:k]) / k, 4) if self.losses else None,
-            "loss_last": round(sum(self.losses[-k:]) / k, 4) if self.losses else None,
-            "loss_curve": [round(x, 4) for x in self.losses],
+            "loss_first": round(sum(first) / len(first), 4) if first else None,
+            "loss_last": round(sum(last) / len(last), 4) if last else None,
+            "loss_curve": [round(x, 4) if math.isfinite(x) else None for x in self.losses],
+            "skipped_steps": list(self.skipped_steps),
             "resumed_from": self.resumed_from,
+            "compile": dict(self.compile),
         }
+
+
+class NonFiniteStep(ImprintWarning):
+    """A step's loss or gradient was NaN or infinite; it was not applied."""
 
 
 def lr_at(step: int, total: int, config: TrainConfig) -> float:
@@ -66,7 +78,15 @@ def lr_at(step: int, total: int, config: TrainConfig) -> float:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, result: TrainResult, fingerprint: str) -> None:
-    """Trainable weights, optimizer moments, RNG and counters, written atomically (a kill mid-write is harmless)."""
+    """Trainable weights, optimizer moments, RNG and counters, written atomically (a kill mid-write is harmless).
+
+    A state holding a non-finite weight is never written: the last good checkpoint stays the one to resume."""
+    bad = nonfinite_tensors((n, p) for n, p in model.named_parameters() if p.requires_grad)
+    if bad:
+        raise TrainingError(
+            f"training stopped at step {result.steps}: weight {bad[0]} is not finite; checkpoint {path} was not "
+            "overwritten"
+        )
     state = {
         "fingerprint": fingerprint,
         "step": result.steps,
@@ -91,7 +111,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, fingerprint: 
             params[name].copy_(value)
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
-    return TrainResult(**state["result"])
+    saved = state["result"]
+    return TrainResult(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(TrainResult)}})
 
 
 def train(
@@ -134,36 +155,83 @@ def train(
     model.train()
     start = time.perf_counter() - result.wall_s
     closing = contextlib.closing(tracker) if tracker else contextlib.nullcontext()
+    in_a_row = 0  # consecutive non-finite steps
     with MicroStep(model, config, total_steps - result.steps, distill) as micro_step, closing:
         for step in range(result.steps, total_steps):
             step_start, step_tokens = time.perf_counter(), result.tokens
             micro = batches[step * config.grad_accum : (step + 1) * config.grad_accum]
-            n_labels = max(1, sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro))
-            step_loss = 0.0
+            step_loss, grad_norm = _forward_backward(micro_step, micro, params, config)
+            finite = math.isfinite(step_loss) and math.isfinite(grad_norm)
+            why = f"step {step + 1}: loss {step_loss:.4g}, gradient norm {grad_norm:.4g}"
+            if not finite and micro_step.fall_back(why):
+                optimizer.zero_grad(set_to_none=True)  # redo the step eagerly, from the same weights
+                step_loss, grad_norm = _forward_backward(micro_step, micro, params, config)
+                finite = math.isfinite(step_loss) and math.isfinite(grad_norm)
             for batch in micro:
-                n = int((batch["labels"][:, 1:] != -100).sum())
-                loss, _ = micro_step(batch, scale=n / n_labels)  # micro-batches weigh by labelled positions
-                step_loss += loss * n / n_labels
                 result.tokens += batch["n_tokens"]
-                result.trained_tokens += n
-            torch.nn.utils.clip_grad_norm_(params, config.clip)
+                result.trained_tokens += int((batch["labels"][:, 1:] != -100).sum())
             lr = lr_at(step, total_steps, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.step()
+            if finite:
+                in_a_row = 0
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.step()
+            else:  # not applied: weights and optimizer moments stay as they were
+                in_a_row += 1
+                result.skipped_steps.append(step + 1)
+                warnings.warn(
+                    f"step {step + 1} skipped: loss {step_loss:.4g}, gradient norm {grad_norm:.4g} "
+                    f"({in_a_row} in a row; weights and optimizer state untouched)",
+                    NonFiniteStep,
+                    stacklevel=2,
+                )
             optimizer.zero_grad(set_to_none=True)
             result.steps = step + 1
-            result.losses.append(step_loss)
+            result.losses.append(step_loss if finite else float("nan"))
             result.wall_s = time.perf_counter() - start
-            if checkpoint and config.checkpoint_every and result.steps % config.checkpoint_every == 0:
+            result.compile = micro_step.describe()
+            if in_a_row >= config.max_nonfinite:
+                raise TrainingError(_stop_message(result, step_loss, in_a_row, checkpoint, config))
+            if checkpoint and config.checkpoint_every and result.steps % config.checkpoint_every == 0 and not in_a_row:
                 save_checkpoint(checkpoint, model, optimizer, result, fingerprint)
             if tracker:
                 tokens_per_s = (result.tokens - step_tokens) / (time.perf_counter() - step_start)
-                tracker.log(result.steps, {"loss": step_loss, "lr": lr, "tokens_per_s": tokens_per_s})
+                metrics = {"loss": step_loss, "lr": lr, "tokens_per_s": tokens_per_s, "grad_norm": grad_norm}
+                tracker.log(result.steps, {**metrics, "skipped": len(result.skipped_steps)})
             if progress:
-                progress(step + 1, total_steps, {"loss": step_loss, "tok/s": result.tokens_per_s})
+                info = {"loss": step_loss, "tok/s": result.tokens_per_s}
+                if result.skipped_steps:
+                    info["skipped"] = len(result.skipped_steps)
+                progress(step + 1, total_steps, info)
     model.eval()
     return result
+
+
+def _forward_backward(micro_step: MicroStep, micro: list[dict], params, config: TrainConfig) -> tuple[float, float]:
+    """One optimizer step's micro-batches, forward and backward: (mean loss, gradient norm before clipping).
+
+    Gradients are clipped to `config.clip` in place; a non-finite norm leaves them for the caller to discard."""
+    n_labels = max(1, sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro))
+    step_loss = 0.0
+    for batch in micro:
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        loss, _ = micro_step(batch, scale=n / n_labels)  # micro-batches weigh by labelled positions
+        step_loss += loss * n / n_labels
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.clip))
+    return step_loss, grad_norm
+
+
+def _stop_message(result: TrainResult, loss: float, in_a_row: int, checkpoint: Path | None, config) -> str:
+    resumable = ""
+    if checkpoint and checkpoint.exists():
+        saved = torch.load(checkpoint, weights_only=False, map_location="cpu")["step"]
+        resumable = f"; the checkpoint of step {saved} is resumable (--resume)"
+    tried = "compiled code already fell back to eager; " if result.compile.get("fallbacks") else ""
+    return (
+        f"training stopped at step {result.steps}: loss {loss:.4g}, {in_a_row} non-finite steps in a row "
+        f"(train.max_nonfinite={config.max_nonfinite}){resumable}. {tried}Try --set train.compile=off, "
+        f"--set train.autocast=false, or a lower train.lr (now {config.lr:g}; a new lr starts over)"
+    )
 
 
 def _batches(examples: list[Example], config: TrainConfig, pad_id: int, rng: random.Random) -> list[dict]:
@@ -172,8 +240,13 @@ def _batches(examples: list[Example], config: TrainConfig, pad_id: int, rng: ran
     return make_batches(examples, config.batch_tokens, pad_id, rng)
 
 
+# Settings that change how a step computes, not what it computes: a run may resume under other values (e.g.
+# train.compile=off after compiled code failed), so they stay out of the checkpoint's fingerprint.
+EXECUTION_SETTINGS = ("log", "threads", "compile", "compile_backend", "autocast", "max_nonfinite", "verify", "verify_n")
+
+
 def _fingerprint(examples: list[Example], config: TrainConfig, distill: float) -> str:
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("log", "threads")}  # no effect
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in EXECUTION_SETTINGS}
     settings["distill"] = distill
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
     for e in examples:

@@ -75,14 +75,18 @@ def _online_tile(x: torch.Tensor, m: torch.Tensor, s: torch.Tensor, dtype: torch
     return e.to(dtype), m_new, s * scale + e.sum(1), scale
 
 
-_KERNELS: dict[bool, tuple] = {False: (_loss_rows, _loss_and_grad, _online_tile)}
+EAGER_KERNELS = (_loss_rows, _loss_and_grad, _online_tile)
+_KERNELS: dict[str, tuple] = {}  # compiled kernels by torch.compile backend
 VOCAB_TILE = 4096  # columns of the online softmax: a 256 x 4096 fp32 tile and a 4096 x d bf16 slice stay cached
 
 
-def _kernels(compiled: bool):
-    if compiled and compiled not in _KERNELS:
-        _KERNELS[True] = tuple(torch.compile(fn) for fn in (_loss_rows, _loss_and_grad, _online_tile))
-    return _KERNELS[compiled]
+def _kernels(backend: str | None):
+    """The element-wise kernels: eager (`backend` None) or compiled with that torch.compile backend."""
+    if backend is None:
+        return EAGER_KERNELS
+    if backend not in _KERNELS:
+        _KERNELS[backend] = tuple(torch.compile(fn, backend=backend) for fn in EAGER_KERNELS)
+    return _KERNELS[backend]
 
 
 def _online_softmax(hidden, weight, block: int, tile_fn, expectation: bool):
@@ -107,8 +111,8 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
     """sum_i sum_k w_ik CE(h_i @ W.T, y_ik), `block` rows at a time; gradients computed in the forward."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, ids, weights, block: int, softcap: float | None, compiled: bool, grads: bool):
-        loss_rows, loss_and_grad, online_tile = _kernels(compiled)
+    def forward(ctx, hidden, weight, ids, weights, block: int, softcap: float | None, backend: str | None, grads: bool):
+        loss_rows, loss_and_grad, online_tile = _kernels(backend)
         weights = weights.to(_upcast(hidden[:1]).dtype)
         need_h, need_w = grads and ctx.needs_input_grad[0], grads and ctx.needs_input_grad[1]
         if not (need_w or softcap):  # frozen projection: the flash-attention-like online softmax
@@ -152,29 +156,41 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None, None, None, None, None
 
 
+def compiles_loss(vocab_size: int, compile: bool | None) -> bool:
+    """Whether the loss kernels compile: `compile=None` means only for large vocabularies."""
+    return vocab_size >= COMPILE_MIN_VOCAB if compile is None else compile
+
+
 def fused_cross_entropy(
-    hidden, weight, ids, weights=None, block: int = 256, softcap: float | None = None, compile: bool | None = None
+    hidden,
+    weight,
+    ids,
+    weights=None,
+    block: int = 256,
+    softcap: float | None = None,
+    compile: bool | None = None,
+    backend: str = "inductor",
 ) -> torch.Tensor:
     """Summed (soft-target) cross-entropy of `hidden @ weight.T`: `ids` (n,) or (n, k), `weights` like it.
 
-    `compile=None` compiles the element-wise kernels only for large vocabularies."""
+    `compile=None` compiles the element-wise kernels (with torch.compile `backend`) only for large vocabularies.
+    Whether compiled kernels compute what eager ones do on this machine is checked by the training loop
+    (imprint.train.compute.MicroStep), not here."""
     if ids.dim() == 1:
         ids = ids[:, None]
     if weights is None:
         weights = torch.ones(ids.shape, dtype=_upcast(hidden[:1]).dtype, device=hidden.device)
     grads = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    if compile is None:
-        compile = weight.shape[0] >= COMPILE_MIN_VOCAB
     args = (hidden, weight, ids, weights, block, softcap)
-    if compile:
+    if compiles_loss(weight.shape[0], compile):
         try:
-            return FusedLinearCrossEntropy.apply(*args, True, grads)
+            return FusedLinearCrossEntropy.apply(*args, backend, grads)
         except Exception as exc:  # no C++ compiler, unsupported platform: correct but slower eager kernels
             warnings.warn(
                 f"torch.compile of the loss failed ({str(exc).splitlines()[0]}); using eager kernels", stacklevel=2
             )
-            _KERNELS[True] = _KERNELS[False]
-    return FusedLinearCrossEntropy.apply(*args, False, grads)
+            _KERNELS[backend] = EAGER_KERNELS
+    return FusedLinearCrossEntropy.apply(*args, None, grads)
 
 
 def blockwise_cross_entropy(hidden, weight, targets, block: int = 256, softcap=None, compile=None) -> torch.Tensor:
@@ -197,7 +213,12 @@ def decoder_hidden(model: torch.nn.Module, batch: dict) -> torch.Tensor:
 
 
 def causal_lm_loss(
-    model: torch.nn.Module, batch: dict, chunk: int = 256, compile: bool | None = None, distill: float = 0.0
+    model: torch.nn.Module,
+    batch: dict,
+    chunk: int = 256,
+    compile: bool | None = None,
+    distill: float = 0.0,
+    backend: str = "inductor",
 ):
     """Mean loss over labelled positions, and how many positions that was.
 
@@ -221,5 +242,5 @@ def causal_lm_loss(
         weights = torch.cat([label_weight, distill * teacher], 1)
     weight = base.get_output_embeddings().weight.to(hidden.dtype)  # fp32 master weights under bf16 autocast
     softcap = getattr(base.config, "final_logit_softcapping", None)
-    total = fused_cross_entropy(hidden[:, :-1][keep], weight, ids, weights, chunk, softcap, compile)
+    total = fused_cross_entropy(hidden[:, :-1][keep], weight, ids, weights, chunk, softcap, compile, backend)
     return total / n, n

@@ -50,6 +50,7 @@ def test_harness_agrees_with_imprint_choice_scores_with_the_adapter_loaded(tmp_p
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "team.md").write_text("# Team\n\nPriya Raman has served as CFO since March 2019.\n")
     learn = ["learn", str(tmp_path / "docs"), "--name", "hb", "--model", str(base_dir), "--set", "train.epochs=3"]
+    learn += ["--set", "train.verify=false"]
     assert main([*learn, "--set", "lora.r=4", "--set", "train.lr=5e-2"]) == 0
 
     data = tmp_path / "mc.jsonl"

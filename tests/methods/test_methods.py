@@ -50,7 +50,8 @@ def test_method_through_the_cli(name, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("IMPRINT_HOME", str(tmp_path / "ws"))
     monkeypatch.setenv("IMPRINT_MODEL", "tiny")
     (tmp_path / "a.md").write_text("Priya Raman has served as chief financial officer since March 2019.")
-    assert main(["learn", str(tmp_path / "a.md"), "--method", name, "--name", name, "--set", "train.epochs=2"]) == 0
+    learn = ["learn", str(tmp_path / "a.md"), "--method", name, "--name", name, "--set", "train.epochs=2"]
+    assert main([*learn, "--set", "train.verify=false"]) == 0  # plumbing; learning: tests/train/test_heldin.py
     capsys.readouterr()
     assert main(["ask", "Who is the CFO?", "--module", name, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["module"] == f"{name}@1"
