@@ -1,6 +1,7 @@
 """Training throughput: imprint's loop vs a plain transformers + PEFT loop, interleaved step by step in one run.
 
-Both train the same LoRA (rank 32, all linear layers) on the embedded gemma-3-270m in bf16, on the `rules`
+Both train the same LoRA (rank 32, all linear layers) on the embedded gemma-3-270m in the dtype imprint picks
+for the machine (bf16 where it is native, else fp32), on the `rules`
 synthetic set of the bundled sample corpus. The plain loop is what most scripts do: length-bucketed padded
 batches, `model(input_ids, attention_mask, labels=labels).loss.backward()`, which projects every position onto
 the 262k-token vocabulary in one tensor, with PEFT's fp32 adapters. imprint's step is the training loop's own
@@ -8,9 +9,9 @@ the 262k-token vocabulary in one tensor, with PEFT's fp32 adapters. imprint's st
 with gradients computed in the forward (imprint/train/loss.py), bf16 autocast without PEFT's fp32 input copies,
 compiled decoder layers with eager attention, rows `train.pack_width` tokens wide.
 
-The loops take turns, one step each, with a short bf16 matmul probe before every round, so a machine shared
+The loops take turns, one step each, with a short matmul probe before every round, so a machine shared
 with other work slows them alike; the first `--warmup` steps of each (compilation, allocator) are untimed.
-MFU is model FLOPs per second over the machine's bf16 matmul peak: the fastest of the probes (a 2048^3 bf16
+MFU is model FLOPs per second over the machine's matmul peak in that dtype: the fastest of the probes (a 2048^3
 matmul, best of 4 each), so a probe slowed by other work cannot inflate it. Model FLOPs count what a
 frozen-base LoRA step must compute: forward (2 N) + activation gradients (2 N) per token for the N
 non-embedding parameters, and the same 4 V d per *labelled* position for the vocabulary projection
@@ -33,12 +34,13 @@ from pathlib import Path
 
 import torch
 
+from imprint.doctor import cpu_flags
 from imprint.ingest import ingest_paths
 from imprint.methods.lora.config import LoraMethodConfig
 from imprint.methods.lora.method import LoraMethod
-from imprint.models import load_base
+from imprint.models import load_base, preferred_dtype
 from imprint.synth.rules import RulesStrategy
-from imprint.train.compute import MicroStep
+from imprint.train.compute import MicroStep, cpu_model
 from imprint.train.config import TrainConfig
 from imprint.train.data import encode_record, make_batches, pack_batches
 from imprint.workspace import Workspace
@@ -46,8 +48,10 @@ from imprint.workspace import Workspace
 SAMPLE = Path(__file__).resolve().parents[1] / "imprint" / "data" / "sample" / "corpus"
 
 
-def matmul_rate(dtype=torch.bfloat16, n=2048, repeats=4) -> float:
-    """The best of `repeats` timed n^3 matmuls, in FLOP/s."""
+def matmul_rate(dtype=None, n=2048, repeats=4) -> float:
+    """The best of `repeats` timed n^3 matmuls in the dtype training computes in here (bf16 where the hardware has
+    it, else fp32), in FLOP/s."""
+    dtype = dtype or preferred_dtype()
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = float("inf")
@@ -144,8 +148,14 @@ def main() -> None:
             flush=True,
         )
     peak = max(rates)
+    flags = " ".join(sorted(cpu_flags() & {"amx_bf16", "avx512_bf16", "avx512f", "avx2"}))
+    print(f"\nmachine: {cpu_model()} ({flags or 'no flags read'}); training dtype {preferred_dtype()}")
+    for lp in loops:
+        if lp.micro:
+            print(f"{lp.name}: {lp.micro.describe()}")
+    dtype = str(preferred_dtype()).removeprefix("torch.")
     print(
-        f"\nbf16 matmul peak (2048^3, fastest of {len(rates)} probes between rounds): {peak / 1e9:.0f} GFLOP/s "
+        f"{dtype} matmul peak (2048^3, fastest of {len(rates)} probes between rounds): {peak / 1e9:.0f} GFLOP/s "
         f"(median {statistics.median(rates) / 1e9:.0f}, min {min(rates) / 1e9:.0f}; {torch.get_num_threads()} threads, "
         f"{torch.backends.cpu.get_cpu_capability()})"
     )
