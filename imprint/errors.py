@@ -23,3 +23,7 @@ class ConfigError(ImprintError):
 
 class NotFoundError(ImprintError):
     """A named thing (module, dataset, document) does not exist in the workspace."""
+
+
+class WorkspaceError(ImprintError):
+    """The workspace cannot be opened or written: read-only, or its database is not an imprint database."""
