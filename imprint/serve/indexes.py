@@ -21,8 +21,9 @@ class IndexCache:
         self.loads = 0
         self.evictions = 0
 
-    def get(self, ws, collection: str) -> Retriever | None:
-        """The index of `collection`, in step with its documents; None when it has none."""
+    def get(self, ws, collection: str, pinned: frozenset[str] = frozenset()) -> Retriever | None:
+        """The index of `collection`, in step with its documents; None when it has none. Indexes in `pinned` (the
+        others one request searches) are not closed to make room: the cache may then hold more than `capacity`."""
         version = ws.corpus_version(collection)
         entry = self.loaded.get(collection)
         if entry is not None and entry[0] == version:
@@ -32,8 +33,10 @@ class IndexCache:
             self._close(collection)
         if not ws.has_collection(collection):
             return None
-        while len(self.loaded) >= self.capacity:
-            self._close(next(iter(self.loaded)))
+        for victim in [c for c in self.loaded if c not in pinned]:
+            if len(self.loaded) < self.capacity:
+                break
+            self._close(victim)
             self.evictions += 1
         retriever = Retriever.open(ws, collection=collection)
         self.loads += 1

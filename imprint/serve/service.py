@@ -132,7 +132,8 @@ class Service:
         from imprint.retrieval import MergedRetriever
 
         ws = self.workspace()
-        found = [r for r in (self.indexes.get(ws, c) for c in collections) if r is not None]
+        pinned = frozenset(collections)
+        found = [r for r in (self.indexes.get(ws, c, pinned) for c in collections) if r is not None]
         if len(found) <= 1:
             return found[0] if found else None
         return MergedRetriever(found)
