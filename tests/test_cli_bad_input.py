@@ -13,13 +13,10 @@ CORPUS = "# Team\n\nPriya Raman has served as chief financial officer since Marc
 
 
 @pytest.fixture
-def ws_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("IMPRINT_HOME", str(tmp_path / "ws"))
-    monkeypatch.setenv("IMPRINT_MODEL", "tiny")
-    monkeypatch.setenv("IMPRINT_CACHE", str(tmp_path / "cache"))
+def ws_dir(cli_ws, tmp_path):
     (tmp_path / "team.md").write_text(CORPUS)
     assert main(["add", str(tmp_path / "team.md")]) == 0
-    return tmp_path / "ws"
+    return cli_ws
 
 
 def _one_line_error(capsys, *argv) -> str:
