@@ -326,7 +326,10 @@ class Answerer:
         documents = ws.documents(collection=self.collection)
         self.retriever = Retriever.open(ws, retrieval, self.collection) if documents else None
         if mode in RETRIEVAL_MODES and self.retriever is None:
-            raise ImprintError(f"mode {mode} needs documents: the workspace is empty (run `imprint add PATH`)")
+            where = "" if self.collection == "default" else f" --collection {self.collection}"
+            raise ImprintError(
+                f"mode {mode} needs documents: collection {self.collection!r} has none (run `imprint add PATH{where}`)"
+            )
         self.corpus = [(d.title, d.text) for d in documents] if mode == "icl" else None
         self.system = system_name(mode, self.label)
         self.calibration = load_calibration(ws.root, self.system, mode)

@@ -42,6 +42,7 @@ def _snapshot(ws_dir):
         (["calibrate", "x.jsonl", "-k", "0"], "-k must be at least 1"),
         (["ask", "Who?", "--module", "m1@99999999999999999999999"], "no module m1@99999999999999999999999"),
         (["ask", "Who?", "--module", "m1@0"], "no module m1@0"),
+        (["ask", "Who?", "--collection", "nobody"], "collection 'nobody' has none"),
     ],
 )
 def test_bad_questions_flags_and_versions(ws_dir, capsys, argv, message):
