@@ -312,7 +312,10 @@ class Workspace:
         return digest.hexdigest()[:12]
 
     def _latest(self, doc_id: str) -> Document | None:
-        row = self.db.execute("SELECT * FROM latest_documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        # the primary key's order, not the view: the view groups every document first
+        row = self.db.execute(
+            "SELECT * FROM documents WHERE doc_id = ? ORDER BY version DESC LIMIT 1", (doc_id,)
+        ).fetchone()
         return _record(Document, row) if row else None
 
     def _resolve(self, key: str, collection: str | None = None) -> str:
