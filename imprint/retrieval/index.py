@@ -60,7 +60,8 @@ class Retriever:
             name = config.collection if collection == "default" else f"{config.collection}--{collection}"
             store = QdrantStore(config.url, root / "qdrant", name, embedding.dimension())
         else:
-            store = SqliteVecStore(root / "vectors.sqlite", embedding.dimension(), embedding.EMBEDDING_MODEL)
+            block = None if collection == "default" else 64  # many small collections: small allocation blocks
+            store = SqliteVecStore(root / "vectors.sqlite", embedding.dimension(), embedding.EMBEDDING_MODEL, block)
         sync(store, chunks, titles)
         bm25, order = _bm25_index(root / "bm25", ws.corpus_version(collection), chunks, titles)
         return cls(root, chunks, titles, store, bm25, order, config)
