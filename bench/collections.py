@@ -10,9 +10,11 @@ through:
   answer  answer one question about it from that index (`answer_questions`, mode rag, k=4, with evidence).
 
 The collections between the points are added and indexed but not asked. Each point is the median of three
-consecutive collections (N, N+1, N+2), since a single timing on a shared machine is noisy. Embedding model,
-tokenizer and base model are loaded and warmed in a separate throwaway workspace first, so the first point pays
-no start-up cost. The last line is the ratio of the last point's total to the first's, measured in this run.
+consecutive collections (N, N+1, N+2), since a single timing on a shared machine is noisy. Right after each point,
+the same three steps are timed for the first collection of three fresh, empty workspaces ("fresh #1"), so a load
+change on a shared machine hits both alike. Embedding model, tokenizer and base model are loaded and warmed in a
+separate throwaway workspace first. The last lines give, measured in this run, the last point's total against
+the first point's and against the fresh #1 timed next to it.
 
     python bench/collections.py [--points 1,10,100,1000] [--model tiny] [--threads 1]
 """
@@ -87,24 +89,34 @@ def main() -> None:
 
         ws = Workspace.open(Path(tmp) / "ws")
         measured = {p: [] for p in points}
+        fresh = {p: [] for p in points}
         started = time.perf_counter()
         for i in range(1, points[-1] + 3):
             point = next((p for p in points if p <= i <= p + 2), None)
             times = step(ws, folder, i, base, answer=point is not None)
             if point is not None:
                 measured[point].append(times)
+                empty = Workspace.open(Path(tmp) / f"fresh-{i}")
+                fresh[point].append(step(empty, folder, 80_000 + i, base, answer=True))
+                empty.close()
         filled_s = time.perf_counter() - started
         n_collections = len(ws.collections())
 
     print(f"{n_collections} collections of one document each, base model {base.name}, {args.threads} torch "
           f"thread(s); filled in {filled_s:.0f} s")  # fmt: skip
-    print(f"{'collection #':>12}  {'add ms':>8}  {'index ms':>8}  {'answer ms':>9}  {'total ms':>8}")
-    totals = {}
+    print(
+        f"{'collection #':>12}  {'add ms':>8}  {'index ms':>8}  {'answer ms':>9}  {'total ms':>8}  {'fresh #1 ms':>11}"
+    )
+    totals, baseline = {}, {}
     for p in points:
         median = {k: statistics.median(t[k] for t in measured[p]) for k in ("add", "index", "answer")}
         totals[p] = statistics.median(sum(t.values()) for t in measured[p])
-        print(f"{p:>12,}  {median['add']:>8.1f}  {median['index']:>8.1f}  {median['answer']:>9.1f}  {totals[p]:>8.1f}")
-    print(f"ratio #{points[-1]:,} / #{points[0]:,} (total): {totals[points[-1]] / totals[points[0]]:.2f}")
+        baseline[p] = statistics.median(sum(t.values()) for t in fresh[p])
+        cells = f"{median['add']:>8.1f}  {median['index']:>8.1f}  {median['answer']:>9.1f}  {totals[p]:>8.1f}"
+        print(f"{p:>12,}  {cells}  {baseline[p]:>11.1f}")
+    last, first = points[-1], points[0]
+    print(f"ratio #{last:,} / #{first:,} (total): {totals[last] / totals[first]:.2f}")
+    print(f"ratio #{last:,} / fresh #1 timed next to it: {totals[last] / baseline[last]:.2f}")
 
 
 if __name__ == "__main__":

@@ -257,7 +257,8 @@ class Service:
             self.scheduler.submit(job)
         except QueueFull as exc:
             self._release(tenant)
-            raise APIError(429, f"The server is busy: {exc}.", code="queue_full") from None
+            detail = f": {exc}" if tenant.admin else "; retry shortly"  # the queue's length counts other tenants
+            raise APIError(429, f"The server is busy{detail}.", code="queue_full") from None
         return job
 
     def stats(self, tenant: Tenant) -> dict:
