@@ -576,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the base model and every module over an OpenAI-compatible API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--keys", help="tenants YAML: API keys -> allowed modules and limits (default: open server)")
+    p.add_argument("--keys", help="tenants YAML: API keys -> owned collections and limits (default: open)")
     p.add_argument("--max-loaded-mb", type=float, help="memory budget for loaded modules (LRU beyond it)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     model_flag(p)
