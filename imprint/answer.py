@@ -291,10 +291,19 @@ def system_name(mode: str, module: str | None = None) -> str:
 
 
 class Answerer:
-    """Everything one (mode, module) needs to answer, loaded once: model, retriever, corpus, calibration."""
+    """Everything one (mode, module) needs to answer, loaded once: model, retriever, corpus, calibration.
+
+    Retrieval and the icl corpus use one collection: `collection`, else the module's own, else `default`."""
 
     def __init__(
-        self, ws, mode: str = "rag", module: str | None = None, model: str = DEFAULT_MODEL, k=None, retrieval=None
+        self,
+        ws,
+        mode: str = "rag",
+        module: str | None = None,
+        model: str = DEFAULT_MODEL,
+        k=None,
+        retrieval=None,
+        collection: str | None = None,
     ):
         from imprint.models import load_base
         from imprint.pipeline import load_module
@@ -309,13 +318,18 @@ class Answerer:
         if mode.startswith("module"):
             self.model, self.tokenizer, manifest = load_module(ws, module)
             self.label = f"{manifest['name']}@{manifest['version']}"
+            collection = collection or manifest.get("collection")
         else:
             base = load_base(model)
             self.model, self.tokenizer = base.model, base.tokenizer
-        documents = ws.documents()
-        self.retriever = Retriever.open(ws, retrieval) if documents else None
+        self.collection = collection or "default"
+        documents = ws.documents(collection=self.collection)
+        self.retriever = Retriever.open(ws, retrieval, self.collection) if documents else None
         if mode in RETRIEVAL_MODES and self.retriever is None:
-            raise ImprintError(f"mode {mode} needs documents: the workspace is empty (run `imprint add PATH`)")
+            where = "" if self.collection == "default" else f" --collection {self.collection}"
+            raise ImprintError(
+                f"mode {mode} needs documents: collection {self.collection!r} has none (run `imprint add PATH{where}`)"
+            )
         self.corpus = [(d.title, d.text) for d in documents] if mode == "icl" else None
         self.system = system_name(mode, self.label)
         self.calibration = load_calibration(ws.root, self.system, mode)

@@ -42,7 +42,7 @@ def _overrides(args) -> dict:
 def cmd_add(args) -> None:
     from imprint import pipeline
 
-    report = pipeline.add(_workspace(args), args.paths, model=args.model)
+    report = pipeline.add(_workspace(args), args.paths, model=args.model, collection=args.collection)
     for status in ("added", "updated", "restored", "unchanged"):
         for uri in getattr(report, status):
             console.print(f"{status:>9}  {uri}")
@@ -55,19 +55,27 @@ def cmd_remove(args) -> None:
     # a doc id as listed by `imprint docs`, else a path (resolved as at ingest, even if the file is gone)
     targets = [t if re.fullmatch(r"d[0-9a-f]{10}", t) else str(Path(t).resolve()) for t in args.documents]
     with ws.transaction():  # all or nothing: an unknown id leaves every document in place
-        removed = [ws.remove_document(t) for t in targets]
+        removed = [ws.remove_document(t, args.collection) for t in targets]
     for doc in removed:
         console.print(f"  removed  {doc.id}  {doc.uri}")
-    console.print(f"corpus version {ws.corpus_version()}: retrain modules to forget the removed text")
+    for collection in sorted({doc.collection for doc in removed}):
+        console.print(
+            f"collection {collection}: corpus version {ws.corpus_version(collection)}: retrain its modules to forget "
+            "the removed text"
+        )
 
 
 def cmd_docs(args) -> None:
     ws = _workspace(args)
-    table = Table("doc_id", "version", "title", "chunks", "tokens", "uri")
-    chunks = ws.chunks()
-    for d in ws.documents():
+    if args.collection and not ws.collections().get(args.collection):
+        names = ", ".join(ws.collections()) or "none yet: run `imprint add PATH --collection NAME`"
+        raise ImprintError(f"collection {args.collection!r} has no documents (collections: {names})")
+    table = Table("doc_id", "collection", "version", "title", "chunks", "tokens", "uri")
+    chunks = ws.chunks(collection=args.collection)
+    for d in ws.documents(collection=args.collection):
         mine = [c for c in chunks if c.doc_id == d.id]
-        table.add_row(d.id, str(d.version), d.title, str(len(mine)), str(sum(c.n_tokens for c in mine)), d.uri)
+        cells = [str(d.version), d.title, str(len(mine)), str(sum(c.n_tokens for c in mine)), d.uri]
+        table.add_row(d.id, d.collection, *cells)
     console.print(table)
 
 
@@ -79,7 +87,14 @@ def cmd_synth(args) -> None:
     pipeline.resolve_synth_config(args.strategy, overrides)  # a typo fails before the workspace or a model loads
     ws = _workspace(args)
     manifest = pipeline.synth(
-        ws, args.strategy, args.name, overrides, generator=args.generator, tokens=args.tokens, model=args.model
+        ws,
+        args.strategy,
+        args.name,
+        overrides,
+        generator=args.generator,
+        tokens=args.tokens,
+        model=args.model,
+        collection=args.collection,
     )
     console.print(
         f"dataset [bold]{manifest['name']}[/bold]: {manifest['n_records']} records "
@@ -175,10 +190,11 @@ def cmd_learn(args) -> None:
     pipeline.resolve_synth_config(args.strategy, synth_overrides)  # fail on a typo before any slow work
     pipeline.resolve_train_configs(args.method, train_overrides)
     ws = _workspace(args)
-    report = pipeline.add(ws, args.paths, model=args.model)
+    report = pipeline.add(ws, args.paths, model=args.model, collection=args.collection)
     console.print(
         f"ingest: {len(report.added)} added, {len(report.updated)} updated, "
-        f"{len(report.unchanged)} unchanged ({len(ws.chunks())} chunks in the corpus)"
+        f"{len(report.unchanged)} unchanged ({len(ws.chunks(collection=args.collection))} chunks in collection "
+        f"{args.collection})"
     )
     data = pipeline.synth(
         ws,
@@ -188,6 +204,7 @@ def cmd_learn(args) -> None:
         generator=args.generator,
         tokens=args.tokens,
         model=args.model,
+        collection=args.collection,
     )
     console.print(f"synth: {data['n_records']} records ({data['by_kind']['qa']} question-answer)")
     manifest = pipeline.train_module(
@@ -206,11 +223,20 @@ def _retrieval(args):
     return build(RetrievalConfig, "retrieval", overrides.get("retrieval", {}))
 
 
+def _check_k(k: int | None) -> None:
+    if k is not None and k < 1:
+        raise ImprintError(f"-k must be at least 1 (chunks to retrieve), got {k}")
+
+
 def cmd_ask(args) -> None:
     from imprint.answer import Answerer
 
+    if not args.question.strip():
+        raise ImprintError("the question is empty: ask something, e.g. imprint ask 'Who is the CFO?'")
+    _check_k(args.k)
     mode = args.mode or ("module" if args.module else "rag")
-    answerer = Answerer(_workspace(args), mode, args.module, args.model, k=args.k, retrieval=_retrieval(args))
+    retrieval = _retrieval(args)
+    answerer = Answerer(_workspace(args), mode, args.module, args.model, args.k, retrieval, args.collection)
     answer = answerer([args.question])[0]
     if args.json:
         out = answer.to_dict()
@@ -249,6 +275,7 @@ def cmd_calibrate(args) -> None:
     from imprint.evaluate.metrics import exact_match, token_f1
     from imprint.evaluate.run import load_eval_set
 
+    _check_k(args.k)
     ws = _workspace(args)
     retrieval = _retrieval(args)
     items = [i for path in args.questions for i in load_eval_set(path)]
@@ -371,9 +398,9 @@ def card_id() -> str:
 
 
 def cmd_modules(args) -> None:
-    table = Table("module", "method", "base model", "corpus", "created")
+    table = Table("module", "method", "base model", "collection", "corpus", "created")
     for m in _workspace(args).modules():
-        table.add_row(f"{m.name}@{m.version}", m.method, m.base_model, m.corpus_version, m.created_at)
+        table.add_row(f"{m.name}@{m.version}", m.method, m.base_model, m.collection, m.corpus_version, m.created_at)
     console.print(table)
 
 
@@ -439,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"base model: {DEFAULT_MODEL} (embedded), tiny (tests), or a local HF directory",
         )
 
+    def collection_flag(p, default="default", what="the collection to use"):
+        p.add_argument("--collection", default=default, metavar="NAME", help=what)
+
     def config_flags(p):
         p.add_argument(
             "--set",
@@ -462,14 +492,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("add", help="ingest files or directories (.txt .md .html .pdf)")
     p.add_argument("paths", nargs="+")
+    collection_flag(p, what="collection to add them to (default: default); a tenant owns collections")
     model_flag(p)
     p.set_defaults(func=cmd_add)
 
     p = sub.add_parser("remove", help="remove documents (by path or doc id); their history is kept")
     p.add_argument("documents", nargs="+")
+    collection_flag(p, None, "the collection they are in (paths: default when not given; ids: any)")
     p.set_defaults(func=cmd_remove)
 
     p = sub.add_parser("docs", help="list documents")
+    collection_flag(p, None, "list only this collection's documents (default: every collection)")
     p.set_defaults(func=cmd_docs)
 
     p = sub.add_parser("synth", help="write a synthetic training set from the corpus")
@@ -480,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", help="dataset name (default: the strategy's name)")
     p.add_argument("--show", type=int, default=0, metavar="N", help="print N sample records")
+    collection_flag(p, what="the collection whose documents to synthesise from (default: default)")
     generator_flags(p)
     model_flag(p)
     config_flags(p)
@@ -502,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="rules")
     p.add_argument("--method", default="lora", choices=methods, help=method_help)
     p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
+    collection_flag(p, what="add to this collection and train on its documents only (default: default)")
     generator_flags(p)
     model_flag(p)
     config_flags(p)
@@ -517,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-k", type=int, default=None, help="chunks to retrieve (default 4)")
     p.add_argument("--json", action="store_true", help="print {answer, confidence, evidence, mode, ...} as JSON")
+    collection_flag(p, None, "retrieve from this collection (default: the module's own, else default)")
     model_flag(p)
     config_flags(p)
     p.set_defaults(func=cmd_ask)
@@ -567,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the base model and every module over an OpenAI-compatible API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--keys", help="tenants YAML: API keys -> allowed modules and limits (default: open server)")
+    p.add_argument("--keys", help="tenants YAML: API keys -> owned collections and limits (default: open)")
     p.add_argument("--max-loaded-mb", type=float, help="memory budget for loaded modules (LRU beyond it)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     model_flag(p)

@@ -25,6 +25,10 @@ class NotFoundError(ImprintError):
     """A named thing (module, dataset, document) does not exist in the workspace."""
 
 
+class WorkspaceError(ImprintError):
+    """The workspace cannot be opened or written: read-only, or its database is not an imprint database."""
+
+
 class TrainingError(ImprintError):
     """A training run stopped or failed its own check (non-finite steps, a module that learned nothing)."""
 

@@ -30,8 +30,8 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def add(ws, paths: list[str], model: str = DEFAULT_MODEL, max_tokens: int = 200):
-    """Ingest files and directories; chunk sizes are counted with `model`'s tokenizer."""
+def add(ws, paths: list[str], model: str = DEFAULT_MODEL, max_tokens: int = 200, collection: str = "default"):
+    """Ingest files and directories into `collection`; chunk sizes are counted with `model`'s tokenizer."""
     from imprint.ingest import ingest_paths
 
     tokenizer = load_tokenizer(model)
@@ -40,6 +40,7 @@ def add(ws, paths: list[str], model: str = DEFAULT_MODEL, max_tokens: int = 200)
         [Path(p) for p in paths],
         lambda s: len(tokenizer.encode(s, add_special_tokens=False)),
         max_tokens=max_tokens,
+        collection=collection,
     )
 
 
@@ -51,8 +52,9 @@ def synth(
     generator=None,
     tokens: int | str | None = None,
     model: str = DEFAULT_MODEL,
+    collection: str = "default",
 ) -> dict:
-    """Run a synthesis strategy over the current corpus and register the dataset.
+    """Run a synthesis strategy over the current documents of `collection` and register the dataset.
 
     Generator strategies (paraphrase, qa, entigraph, active-reading) write with `generator`: "local" (the
     default: `model` in this process), "openai" (settings in the `generator` section), or any object with
@@ -64,9 +66,10 @@ def synth(
     from imprint.synth.units import is_generative
 
     cls, config = resolve_synth_config(strategy, overrides)
-    documents, chunks = ws.documents(), ws.chunks()
+    documents, chunks = ws.documents(collection=collection), ws.chunks(collection=collection)
     if not chunks:
-        raise ImprintError("the workspace has no documents: run `imprint add PATH` first")
+        where = "the workspace has" if collection == "default" else f"collection {collection!r} has"
+        raise ImprintError(f"{where} no documents: run `imprint add PATH` first")
     t0 = time.perf_counter()
     name = name or strategy
     directory = ws.data_dir(name)
@@ -86,7 +89,8 @@ def synth(
         "name": name,
         "strategy": strategy,
         "config": dataclasses.asdict(config) if config else {},
-        "corpus_version": ws.corpus_version(),
+        "collection": collection,
+        "corpus_version": ws.corpus_version(collection),
         "n_records": len(records),
         "by_kind": {k: sum(r.kind == k for r in records) for k in ("text", "qa")},
         "source_chunks": len(chunks),
@@ -96,7 +100,7 @@ def synth(
         "imprint_version": __version__,
     }
     write_records(directory, records, manifest)
-    ws.register_dataset(name, str(directory), len(records), manifest["corpus_version"], manifest)
+    ws.register_dataset(name, str(directory), len(records), manifest["corpus_version"], manifest, collection)
     return manifest
 
 
@@ -217,6 +221,7 @@ def train_module(
     from imprint.train.loop import train
 
     method_impl, method_config, train_config = resolve_train_configs(method, overrides)
+    collection = dataset_collection(ws, datasets)
     records = []
     for dataset in datasets:
         entry = ws.get_dataset(dataset)
@@ -236,11 +241,11 @@ def train_module(
         heldin = None
     base_heldin = heldin.score(base.model, base.tokenizer) if heldin else None  # before any weight changes
     torch.manual_seed(train_config.seed)  # adapter initialisation is part of the run: seed it like the rest
-    corpus_text = "\n\n".join(c.text for c in ws.chunks())
+    corpus_text = "\n\n".join(c.text for c in ws.chunks(collection=collection))
     trainable = method_impl.attach(base.model, method_config, tokenizer=base.tokenizer, corpus_text=corpus_text)
     checkpoint = ws.root / "runs" / name / "checkpoint.pt"
     if getattr(trainable, "distill", 0):  # context distillation: the method's teacher reads each record's sources
-        texts = {c.id: c.text for c in ws.chunks()}
+        texts = {c.id: c.text for c in ws.chunks(collection=collection)}
         sources = [[texts[c] for c in r.source_chunk_ids if c in texts] for r in records]
         with Bar("teacher", unit="batches") as bar:
             examples = method_impl.prepare_examples(
@@ -270,7 +275,8 @@ def train_module(
         "version": version,
         "method": method,
         "base_model": base.name,
-        "corpus_version": ws.corpus_version(),
+        "collection": collection,
+        "corpus_version": ws.corpus_version(collection),
         "datasets": datasets,
         "n_records": n_corpus_records,
         "n_replay_records": len(records) - n_corpus_records,
@@ -291,9 +297,22 @@ def train_module(
             f"registered (files kept in {directory}). Try more epochs (train.epochs), a higher train.lr, or "
             "check the synthetic data (imprint synth --show 10)"
         )
-    ws.register_module(name, version, method, base.name, str(directory), manifest["corpus_version"], manifest)
+    ws.register_module(
+        name, version, method, base.name, str(directory), manifest["corpus_version"], manifest, collection
+    )
     checkpoint.unlink(missing_ok=True)  # the module is saved: the run is complete
     return manifest
+
+
+def dataset_collection(ws, datasets: list[str]) -> str:
+    """The one collection the datasets were made from: a module is trained on one collection's text only."""
+    found = {ws.get_dataset(d).collection for d in datasets}
+    if len(found) > 1:
+        raise ImprintError(
+            f"datasets {', '.join(datasets)} come from different collections ({', '.join(sorted(found))}): "
+            "a module learns one collection; train one module per collection"
+        )
+    return found.pop() if found else "default"
 
 
 def _ids_digest(ids: list[str]) -> str:

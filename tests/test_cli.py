@@ -16,11 +16,8 @@ NO_CHECK = ["--set", "train.verify=false"]  # these runs are too short to teach 
 
 
 @pytest.fixture
-def ws_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("IMPRINT_HOME", str(tmp_path / "ws"))
-    monkeypatch.setenv("IMPRINT_MODEL", "tiny")
-    monkeypatch.setenv("IMPRINT_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "ws"
+def ws_dir(cli_ws):
+    return cli_ws
 
 
 @pytest.fixture

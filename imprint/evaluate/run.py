@@ -196,10 +196,11 @@ class EvalOptions:
 
 def _context(ws, specs: list[SystemSpec]) -> dict:
     """What answering needs, as `imprint ask` loads it: the retriever (every mode: evidence and support; rag modes
-    read its chunks), the corpus for icl, and each system's fitted calibration (or none)."""
+    read its chunks), the corpus for icl, and each system's fitted calibration (or none). Both come from the
+    default collection, so icl and rag read the same corpus."""
     from imprint.retrieval import Retriever
 
-    documents = ws.documents()
+    documents = ws.documents(collection="default")
     calibrations = {s.name: load_calibration(ws.root, system_name(s.mode, s.module), s.mode) for s in specs}
     return {
         "retriever": Retriever.open(ws) if documents else None,

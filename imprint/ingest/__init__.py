@@ -101,9 +101,11 @@ def ingest_paths(
     count_tokens: Callable[[str], int],
     max_tokens: int = 200,
     progress: Progress | None = None,
+    collection: str = "default",
 ) -> IngestReport:
-    """Read, chunk and store files and directories; all or nothing. `count_tokens` sizes the chunks (any
-    callable; the base model's tokenizer in the pipeline). `progress(done, total, info)` is called per file."""
+    """Read, chunk and store files and directories into `collection`; all or nothing. `count_tokens` sizes the
+    chunks (any callable; the base model's tokenizer in the pipeline). `progress(done, total, info)` is called per
+    file."""
     files, skipped = collect_files(paths)
     if not files:
         raise IngestError("no files given; pass files or directories to add")
@@ -125,6 +127,6 @@ def ingest_paths(
     report = IngestReport(skipped=skipped)
     with ws.transaction():
         for uri, title, text, chunks in prepared:
-            _, status = ws.put_document(uri, title, text, chunks)
+            _, status = ws.put_document(uri, title, text, chunks, collection=collection)
             getattr(report, status).append(uri)
     return report

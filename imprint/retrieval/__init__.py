@@ -1,6 +1,6 @@
 """Hybrid retrieval over the workspace corpus: BM25 + MiniLM embeddings, fused by reciprocal rank."""
 
 from imprint.retrieval.config import RetrievalConfig
-from imprint.retrieval.index import Hit, Retriever, best_sentences, quote_sentences
+from imprint.retrieval.index import Hit, MergedRetriever, Retriever, best_sentences, quote_sentences
 
-__all__ = ["Hit", "RetrievalConfig", "Retriever", "best_sentences", "quote_sentences"]
+__all__ = ["Hit", "MergedRetriever", "RetrievalConfig", "Retriever", "best_sentences", "quote_sentences"]

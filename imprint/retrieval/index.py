@@ -4,6 +4,10 @@
 no longer current (a changed document's old version, a removed document) are deleted and new chunks embedded, in
 one store transaction; unchanged chunks are not re-embedded. BM25 is rebuilt per corpus version (seconds even
 for large corpora) and cached under index/bm25/<corpus_version>.
+
+Each collection has its own index, built from its documents only: the default collection's under `index/`, any
+other's under `index/collections/<name>/`. A search can therefore never return another collection's chunk, and
+adding a small collection costs the same however many others there are. `MergedRetriever` searches several.
 """
 
 from __future__ import annotations
@@ -46,17 +50,20 @@ class Retriever:
         self.store, self.bm25, self.order, self.config = store, bm25, order, config
 
     @classmethod
-    def open(cls, ws, config: RetrievalConfig | None = None) -> Retriever:
+    def open(cls, ws, config: RetrievalConfig | None = None, collection: str = "default") -> Retriever:
+        """The index of `collection`, synced to its current documents."""
         config = config or RetrievalConfig()
-        root = ws.root / "index"
-        chunks = {c.id: c for c in ws.chunks()}
-        titles = {d.id: d.title for d in ws.documents()}
+        root = index_dir(ws.root, collection)
+        chunks = {c.id: c for c in ws.chunks(collection=collection)}
+        titles = {d.id: d.title for d in ws.documents(collection=collection)}
         if config.store == "qdrant":
-            store = QdrantStore(config.url, root / "qdrant", config.collection, embedding.dimension())
+            name = config.collection if collection == "default" else f"{config.collection}--{collection}"
+            store = QdrantStore(config.url, root / "qdrant", name, embedding.dimension())
         else:
-            store = SqliteVecStore(root / "vectors.sqlite", embedding.dimension(), embedding.EMBEDDING_MODEL)
+            block = None if collection == "default" else 64  # many small collections: small allocation blocks
+            store = SqliteVecStore(root / "vectors.sqlite", embedding.dimension(), embedding.EMBEDDING_MODEL, block)
         sync(store, chunks, titles)
-        bm25, order = _bm25_index(root / "bm25", ws.corpus_version(), chunks, titles)
+        bm25, order = _bm25_index(root / "bm25", ws.corpus_version(collection), chunks, titles)
         return cls(root, chunks, titles, store, bm25, order, config)
 
     def __len__(self) -> int:
@@ -96,6 +103,31 @@ class Retriever:
             for c in best
             if c in self.chunks
         ]
+
+
+def index_dir(root: Path, collection: str) -> Path:
+    """Where a collection's index lives in workspace `root` (the default collection keeps the original place)."""
+    from imprint.workspace import DEFAULT_COLLECTION, safe_name
+
+    if collection == DEFAULT_COLLECTION:
+        return root / "index"
+    return root / "index" / "collections" / safe_name(collection, "collection")
+
+
+class MergedRetriever:
+    """Several collections' retrievers searched as one: each returns its top k, the best k by fused score win
+    (reciprocal-rank scores are comparable across indexes: they depend on ranks only)."""
+
+    def __init__(self, retrievers: list[Retriever]):
+        self.retrievers = retrievers
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.retrievers)
+
+    def search(self, query: str, k: int | None = None) -> list[Hit]:
+        hits = [h for r in self.retrievers for h in r.search(query, k)]
+        k = k or (self.retrievers[0].config.k if self.retrievers else 4)
+        return sorted(hits, key=lambda h: (-h.score, h.chunk_id))[:k]
 
 
 def sync(store: VectorStore, chunks: dict, titles: dict[str, str]) -> tuple[int, int]:

@@ -29,9 +29,13 @@ class VectorStore(Protocol):
 
 
 class SqliteVecStore:
-    """Vectors in `<workspace>/index/vectors.sqlite`, in a vec0 virtual table keyed by chunk id."""
+    """Vectors in `<workspace>/index/vectors.sqlite`, in a vec0 virtual table keyed by chunk id.
 
-    def __init__(self, path: Path, dim: int, model: str):
+    `block` sets how many vectors sqlite-vec allocates at a time (its `chunk_size`, 1,024 when None: 1.5 MB for
+    even one vector). Collections' indexes use 64, so a one-document collection takes ~100 kB, not 1.6 MB; a
+    search over 20,000 vectors took 42 ms against 39 ms with 1,024 (2026-11-30, this machine)."""
+
+    def __init__(self, path: Path, dim: int, model: str, block: int | None = None):
         import apsw
         import sqlite_vec
 
@@ -50,7 +54,8 @@ class SqliteVecStore:
         with self.db:
             self.db.execute(
                 "CREATE VIRTUAL TABLE IF NOT EXISTS vectors USING "
-                f"vec0(chunk_id TEXT PRIMARY KEY, embedding float[{int(dim)}] distance_metric=cosine)"
+                f"vec0(chunk_id TEXT PRIMARY KEY, embedding float[{int(dim)}] distance_metric=cosine"
+                f"{f', chunk_size={int(block)}' if block else ''})"
             )
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('model', ?), ('dim', ?)", (model, str(dim)))
 

@@ -184,10 +184,9 @@ async def completions(body: CompletionRequest, service: Svc, who: Who):
 
 @router.get("/v1/imprint/stats", include_in_schema=False)
 async def stats(service: Svc, who: Who):
-    """Batching and module-cache counters (no module names: every tenant may read them)."""
-    snapshot = service.cache.snapshot()
-    snapshot["loaded"] = len(snapshot["loaded"])
-    return JSONResponse({"scheduler": dict(service.scheduler.stats), "modules": snapshot})
+    """Counters: server-wide (batching, module and index caches, per tenant) for an admin key or an open server;
+    a tenant's own requests, tokens and loaded modules for any other key."""
+    return JSONResponse(service.stats(who))
 
 
 def _answer_response(service, answer, meta: dict, body):

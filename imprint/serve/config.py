@@ -19,6 +19,13 @@ class ServeConfig:
             "are whole model copies); least recently used modules are unloaded to stay under it"
         },
     )
+    max_loaded_indexes: int = field(
+        default=64,
+        metadata={
+            "help": "collections whose retrieval index stays open (loaded on first use, least recently used closed "
+            "beyond it)"
+        },
+    )
     max_body_bytes: int = field(default=1_000_000, metadata={"help": "largest request body accepted (413 above)"})
     max_tokens: int = field(default=512, metadata={"help": "largest max_tokens a request may ask for"})
     default_max_tokens: int = field(default=128, metadata={"help": "max_tokens when a request gives none"})
@@ -45,7 +52,14 @@ class ServeConfig:
             raise ValueError(f"batch_window_ms must be >= 0, got {self.batch_window_ms}")
         if self.max_loaded_mb <= 0:
             raise ValueError(f"max_loaded_mb must be > 0, got {self.max_loaded_mb}")
-        for name in ("max_body_bytes", "max_tokens", "default_max_tokens", "max_context", "max_concurrency"):
+        for name in (
+            "max_loaded_indexes",
+            "max_body_bytes",
+            "max_tokens",
+            "default_max_tokens",
+            "max_context",
+            "max_concurrency",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.default_max_tokens > self.max_tokens:

@@ -40,6 +40,7 @@ class ModuleRef:
     key: str  # name@version
     method: str
     directory: Path
+    collection: str = "default"  # what it was trained on: who may use it, where its retrieval searches
 
 
 @dataclass(eq=False)

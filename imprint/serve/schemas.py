@@ -48,6 +48,12 @@ class ImprintOptions(Strict):
         default=False, description="answer closed-book, then look up the passages that support the answer"
     )
     k: int = Field(default=4, ge=1, le=20, description="passages to retrieve")
+    collection: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="the collection to search (default: the module's own, else every collection the key owns)",
+    )
 
 
 class StreamOptions(Strict):

@@ -22,6 +22,7 @@ from imprint.prompts import qa_prompt
 from imprint.serve.config import ServeConfig
 from imprint.serve.engine import Row, Sampling
 from imprint.serve.errors import APIError
+from imprint.serve.indexes import IndexCache
 from imprint.serve.modules import ModuleCache, ModuleTooLarge
 from imprint.serve.prompting import Prompt, completion_prompt, stop_token_ids
 from imprint.serve.scheduler import Job, ModuleRef, QueueFull, Scheduler
@@ -48,7 +49,9 @@ class Service:
         limit = getattr(base.model.config.get_text_config(), "max_position_embeddings", None) or config.max_context
         self.max_context = min(config.max_context, limit)
         self.base_names = {base.name, Path(base.name).name}
+        self.indexes = IndexCache(config.max_loaded_indexes)
         self.inflight: dict[str, int] = {}
+        self.usage: dict[str, dict[str, int]] = {}  # per tenant: what /v1/imprint/stats shows it
         self.started = int(time.time())
         self._local = threading.local()
 
@@ -80,6 +83,8 @@ class Service:
             entry = module_entry(self.workspace(), spec)
         except (NotFoundError, ImprintError):
             raise missing from None
+        if not tenant.owns(entry.collection):  # trained on another tenant's documents: as if it did not exist
+            raise missing
         if entry.base_model != self.base.name:
             raise APIError(
                 400,
@@ -87,7 +92,7 @@ class Service:
                 "model",
                 "model_base_mismatch",
             )
-        return ModuleRef(f"{entry.name}@{entry.version}", entry.method, Path(entry.path))
+        return ModuleRef(f"{entry.name}@{entry.version}", entry.method, Path(entry.path), entry.collection)
 
     def models(self, tenant: Tenant) -> list[dict]:
         owner = "imprint" if self.keys.is_open else tenant.name
@@ -95,7 +100,7 @@ class Service:
         cards = [dict(id=base, created=self.started, owned_by=owner, root=base, method="base")] if tenant.base else []
         latest: dict[str, dict] = {}
         for m in self.workspace().modules():
-            if m.base_model != self.base.name or not tenant.allows(m.name):
+            if m.base_model != self.base.name or not tenant.allows(m.name) or not tenant.owns(m.collection):
                 continue
             card = dict(
                 id=f"{m.name}@{m.version}", created=_epoch(m.created_at), owned_by=owner, root=base, method=m.method
@@ -109,19 +114,30 @@ class Service:
         options = body.imprint
         return options if options is not None and (options.retrieval or options.evidence) else None
 
-    def retriever(self):
-        """The workspace's retrieval index, opened on the worker thread (its SQLite connection stays there) and
-        reopened, which syncs it, when the corpus changed; None for an empty corpus."""
-        from imprint.retrieval import Retriever
+    def collections(self, tenant: Tenant, module: ModuleRef | None, options) -> list[str]:
+        """The collections a request's retrieval searches: the one it names, else its module's, else every one the
+        tenant owns. Naming a collection the tenant does not own is a 404, as for one that does not exist."""
+        ws = self.workspace()
+        if options.collection is not None:
+            if not tenant.owns(options.collection) or not ws.has_collection(options.collection):
+                raise APIError(404, f"The collection '{options.collection}' does not exist or you do not have "
+                               "access to it.", "imprint.collection", "collection_not_found")  # fmt: skip
+            return [options.collection]
+        if module is not None:
+            return [module.collection]
+        return [name for name, n in ws.collections().items() if n and tenant.owns(name)]
+
+    def retriever(self, collections: list[str]):
+        """The retrieval index over `collections` (on the worker thread: SQLite connections stay there), each
+        opened lazily and kept in the index LRU; None when they hold no documents."""
+        from imprint.retrieval import MergedRetriever
 
         ws = self.workspace()
-        version = ws.corpus_version()
-        if getattr(self._local, "retriever_version", None) != version:
-            if getattr(self._local, "retriever", None) is not None:
-                self._local.retriever.close()
-            self._local.retriever = Retriever.open(ws) if ws.documents() else None
-            self._local.retriever_version = version
-        return self._local.retriever
+        pinned = frozenset(collections)
+        found = [r for r in (self.indexes.get(ws, c, pinned) for c in collections) if r is not None]
+        if len(found) <= 1:
+            return found[0] if found else None
+        return MergedRetriever(found)
 
     async def answer(self, body, question: str, module: ModuleRef | None, tenant: Tenant, options):
         """One question answered through `imprint.answer.answer_questions`: `rag` or `module+rag` with retrieval,
@@ -134,9 +150,10 @@ class Service:
         (row,) = self.plan(body, [completion_prompt(self.tokenizer, qa_prompt(question))], tenant, "messages")
         label = module.key if module else None
         mode = ("module+rag" if module else "rag") if options.retrieval else ("module" if module else "base")
+        collections = self.collections(tenant, module, options)
 
         def task(model):
-            retriever = self.retriever()
+            retriever = self.retriever(collections)
             if retriever is None and options.retrieval:
                 raise APIError(400, "The workspace has no documents to retrieve from.", "imprint.retrieval")
             calibration = load_calibration(self.root, system_name(mode, label), mode)
@@ -228,9 +245,12 @@ class Service:
         """Queue the rows; `on_done(exc)` runs on the event loop once they are all finished (or failed)."""
         loop = asyncio.get_running_loop()
         self._admit(tenant)
+        usage = self.usage.setdefault(tenant.name, {"requests": 0, "completion_tokens": 0})
+        usage["requests"] += 1
 
         def finished(exc):
             self._release(tenant)
+            usage["completion_tokens"] += sum(len(r.logprobs) for r in rows)
             on_done(exc)
 
         job = Job(rows, module, lambda exc: loop.call_soon_threadsafe(finished, exc), task=task)
@@ -238,8 +258,24 @@ class Service:
             self.scheduler.submit(job)
         except QueueFull as exc:
             self._release(tenant)
-            raise APIError(429, f"The server is busy: {exc}.", code="queue_full") from None
+            detail = f": {exc}" if tenant.admin else "; retry shortly"  # the queue's length counts other tenants
+            raise APIError(429, f"The server is busy{detail}.", code="queue_full") from None
         return job
+
+    def stats(self, tenant: Tenant) -> dict:
+        """/v1/imprint/stats: server-wide counters for an admin key (and an open server); for any other key only
+        its own numbers, so one tenant cannot read another's traffic or modules."""
+        if tenant.admin:
+            modules = self.cache.snapshot()
+            modules["loaded"] = len(modules["loaded"])
+            return {"scheduler": dict(self.scheduler.stats), "modules": modules, "indexes": self.indexes.snapshot(),
+                    "tenants": {name: dict(u) for name, u in self.usage.items()}}  # fmt: skip
+        usage = self.usage.get(tenant.name, {"requests": 0, "completion_tokens": 0})
+        mine = {f"{m.name}@{m.version}" for m in self.workspace().modules()
+                if tenant.allows(m.name) and tenant.owns(m.collection)}  # fmt: skip
+        loaded = sum(m["module"] in mine for m in self.cache.snapshot()["loaded"])
+        return {"tenant": tenant.name, **usage, "in_flight": self.inflight.get(tenant.name, 0),
+                "modules": {"loaded": loaded}}  # fmt: skip
 
     async def run(self, rows: list[Row], module: ModuleRef | None, tenant: Tenant) -> None:
         future = asyncio.get_running_loop().create_future()

@@ -1,19 +1,23 @@
-"""Tenants and their API keys: which modules a key may list and use, and its limits.
+"""Tenants and their API keys: which collections a key owns (and so which modules it may use), and its limits.
 
-The keys file (YAML) names tenants; each has keys, the module names it may use (exact names or globs such as
-`acme-*`), whether it may use the bare base model, and optional limits:
+The keys file (YAML) names tenants; each has keys, the collections it owns (exact names or globs such as
+`acme-*`), optionally a narrower set of module names, whether it may use the bare base model, and limits:
 
     tenants:
       acme:
         keys: ["sk-acme-1", "sha256:9f86d08..."]   # plain, or the sha256 hex of the key (keeps the file secret-free)
-        modules: ["acme-*", "handbook"]
+        collections: ["acme", "acme-*"]  # its documents: retrieval and evidence search only these
+        modules: ["handbook*"]  # of the modules trained on its collections, only these (default: all of them)
         base: true              # may call the base model itself (default false)
         max_tokens: 256         # at most this per request (default: the server's max_tokens)
         max_concurrency: 4      # requests in flight at once (default: the server's max_concurrency)
+        admin: false            # true: /v1/imprint/stats shows server-wide numbers (default: this tenant's only)
 
-Without a keys file the server is open (no key needed, every module visible): meant for 127.0.0.1. With one, a
-request without a known key is a 401, and another tenant's module is a 404 exactly like a module that does not
-exist, so a key cannot even learn which modules other tenants have.
+A module is usable by a key only when the key owns the collection the module was trained on: its weights hold
+that collection's text. Without a keys file the server is open (no key needed, every collection and module
+visible, server-wide stats): meant for 127.0.0.1. With one, a request without a known key is a 401, and another
+tenant's module or collection is a 404 exactly like one that does not exist, so a key cannot even learn which
+modules or collections other tenants have.
 """
 
 from __future__ import annotations
@@ -31,17 +35,23 @@ from imprint.serve.errors import APIError
 @dataclass(frozen=True)
 class Tenant:
     name: str
-    modules: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ("*",)
     base: bool = False
     max_tokens: int | None = None
     max_concurrency: int | None = None
+    collections: tuple[str, ...] = ()
+    admin: bool = False
 
     def allows(self, module_name: str) -> bool:
+        """Whether the module name is among this tenant's (its collection must be owned too: `owns`)."""
         return any(fnmatch.fnmatchcase(module_name, pattern) for pattern in self.modules)
 
+    def owns(self, collection: str) -> bool:
+        return any(fnmatch.fnmatchcase(collection, pattern) for pattern in self.collections)
 
-OPEN = Tenant("default", modules=("*",), base=True)
-FIELDS = {"keys", "modules", "base", "max_tokens", "max_concurrency"}
+
+OPEN = Tenant("default", modules=("*",), base=True, collections=("*",), admin=True)
+FIELDS = {"keys", "collections", "modules", "base", "max_tokens", "max_concurrency", "admin"}
 
 
 def _digest(key: str) -> str:
@@ -93,14 +103,22 @@ class KeyRing:
             unknown = sorted(set(spec) - FIELDS)
             if unknown:
                 raise ConfigError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(FIELDS))})")
-            if not isinstance(spec.get("base", False), bool):
-                raise ConfigError(f"{where}: base must be true or false")
+            for flag in ("base", "admin"):
+                if not isinstance(spec.get(flag, False), bool):
+                    raise ConfigError(f"{where}: {flag} must be true or false")
+            if "modules" in spec and "collections" not in spec:
+                raise ConfigError(
+                    f"{where}: name the collections it owns (`collections: [...]`): a module is usable only by keys "
+                    "that own the collection it was trained on"
+                )
             tenant = Tenant(
                 str(name),
-                tuple(_strings(spec.get("modules", []), f"{where}: modules")),
+                tuple(_strings(spec.get("modules", ["*"]), f"{where}: modules")),
                 spec.get("base", False),
                 _positive(spec.get("max_tokens"), f"{where}: max_tokens"),
                 _positive(spec.get("max_concurrency"), f"{where}: max_concurrency"),
+                tuple(_strings(spec.get("collections", []), f"{where}: collections")),
+                spec.get("admin", False),
             )
             for key in _strings(spec.get("keys"), f"{where}: keys"):
                 hashed = key.startswith("sha256:")

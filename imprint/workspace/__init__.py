@@ -1,6 +1,7 @@
 """The workspace: SQLite records of documents, chunks, datasets and modules, plus their files on disk."""
 
 from imprint.workspace.db import (
+    DEFAULT_COLLECTION,
     Chunk,
     DatasetEntry,
     Document,
@@ -9,9 +10,11 @@ from imprint.workspace.db import (
     chunk_id_for,
     default_root,
     doc_id_for,
+    safe_name,
 )
 
 __all__ = [
+    "DEFAULT_COLLECTION",
     "Chunk",
     "DatasetEntry",
     "Document",
@@ -20,4 +23,5 @@ __all__ = [
     "chunk_id_for",
     "default_root",
     "doc_id_for",
+    "safe_name",
 ]

@@ -4,6 +4,10 @@ Why SQLite: a single file with transactions gives "all or nothing" for a multi-f
 (WAL), and needs no server. Documents are keyed by (doc_id, version) and never overwritten, so every synthetic
 record and module can name the exact text it came from; removal is a tombstone, not a delete. Bulky artifacts
 (synthetic records, adapter weights) live as files under the workspace root; the database only registers them.
+
+Every document, dataset and module belongs to a named collection (`default` unless told otherwise): the unit a
+tenant owns. Collections are independent corpora in one file: the same file added to two collections is two
+documents (its id depends on the collection), and each has its own corpus version.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from imprint.errors import ImprintError, NotFoundError
+from imprint.errors import ImprintError, NotFoundError, WorkspaceError
 from imprint.workspace.migrations import migrate
 
 PutStatus = Literal["added", "updated", "unchanged", "restored"]
 R = TypeVar("R")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+DEFAULT_COLLECTION = "default"
+MAX_VERSION = 2**63 - 1  # SQLite's INTEGER
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class Document:
     text: str
     status: str  # 'active' | 'deleted'
     added_at: str
+    collection: str = DEFAULT_COLLECTION
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ class DatasetEntry:
     corpus_version: str
     manifest: dict
     created_at: str
+    collection: str = DEFAULT_COLLECTION
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ class ModuleEntry:
     corpus_version: str
     manifest: dict
     created_at: str
+    collection: str = DEFAULT_COLLECTION  # the collection its training data came from
 
 
 def default_root() -> Path:
@@ -78,9 +87,11 @@ def default_root() -> Path:
     return Path(home).expanduser() if home else Path.cwd() / ".imprint"
 
 
-def doc_id_for(uri: str) -> str:
-    """Stable id of a document: the same uri always maps to the same id, across versions."""
-    return "d" + hashlib.sha1(uri.encode("utf-8")).hexdigest()[:10]
+def doc_id_for(uri: str, collection: str = DEFAULT_COLLECTION) -> str:
+    """Stable id of a document: the same uri in the same collection always maps to the same id, across versions
+    (the default collection keeps the ids of workspaces made before collections existed)."""
+    key = uri if collection == DEFAULT_COLLECTION else f"{collection}\0{uri}"
+    return "d" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
 
 
 def chunk_id_for(doc_id: str, version: int, ord: int) -> str:
@@ -120,13 +131,18 @@ class Workspace:
                 f"cannot create workspace {self.root}: {exc.strerror}; pick another --workspace"
             ) from exc
         self.path = self.root / "imprint.db"
+        _check_writable(self.root, self.path)
         # Autocommit mode: every write goes through `transaction()`, which issues BEGIN/COMMIT itself.
         self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
         self._depth = 0
-        migrate(self.db)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            migrate(self.db)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise _database_error(self.path, exc) from None
 
     @classmethod
     def open(cls, root: Path | str | None = None) -> Workspace:
@@ -169,8 +185,10 @@ class Workspace:
 
     # ---- documents and chunks -------------------------------------------------------------------------------
 
-    def put_document(self, uri: str, title: str, text: str, chunks: list[tuple[str, int]]) -> tuple[Document, str]:
-        """Store `text` as the newest version of `uri`; returns the stored document and what happened:
+    def put_document(
+        self, uri: str, title: str, text: str, chunks: list[tuple[str, int]], collection: str = DEFAULT_COLLECTION
+    ) -> tuple[Document, str]:
+        """Store `text` as the newest version of `uri` in `collection`; returns the stored document and what happened:
         "added" (new uri), "updated" (content changed: a new version), "unchanged" (nothing written) or
         "restored" (it had been removed; same content reactivates it, new content becomes a new version).
         """
@@ -178,7 +196,8 @@ class Workspace:
             raise ImprintError(f"{uri}: no text to store")
         if not chunks:
             raise ImprintError(f"{uri}: a document needs at least one chunk")
-        doc_id = doc_id_for(uri)
+        safe_name(collection, "collection")
+        doc_id = doc_id_for(uri, collection)
         sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
         with self.transaction():
             latest = self._latest(doc_id)
@@ -193,9 +212,9 @@ class Workspace:
                 return self._latest(doc_id), "restored"
             version = 1 if latest is None else latest.version + 1
             self.db.execute(
-                "INSERT INTO documents (doc_id, version, uri, sha256, title, text, status, added_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'active', ?)",
-                (doc_id, version, uri, sha, title, text, _now()),
+                "INSERT INTO documents (doc_id, version, uri, sha256, title, text, status, added_at, collection) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?)",
+                (doc_id, version, uri, sha, title, text, _now(), collection),
             )
             self.db.executemany(
                 "INSERT INTO chunks (chunk_id, doc_id, version, ord, text, n_tokens) VALUES (?, ?, ?, ?, ?, ?)",
@@ -207,15 +226,30 @@ class Workspace:
             status = "added" if latest is None else "restored" if latest.status == "deleted" else "updated"
             return self._latest(doc_id), status
 
-    def documents(self, include_deleted: bool = False) -> list[Document]:
-        """The newest version of each document, ordered by uri."""
+    def documents(self, include_deleted: bool = False, collection: str | None = None) -> list[Document]:
+        """The newest version of each document (of one collection, or of all when `collection` is None), by uri."""
+        latest, params = _latest_sql(collection)
         where = "" if include_deleted else "WHERE status = 'active'"
-        rows = self.db.execute(f"SELECT * FROM latest_documents {where} ORDER BY uri, doc_id")
+        rows = self.db.execute(f"SELECT * FROM ({latest}) {where} ORDER BY uri, doc_id", params)
         return [_record(Document, r) for r in rows]
 
-    def get_document(self, doc_id_or_uri: str, version: int | None = None) -> Document:
+    def collections(self) -> dict[str, int]:
+        """Every collection that holds or held documents, with its number of active documents, by name."""
+        rows = self.db.execute(
+            "SELECT collection, SUM(status = 'active') FROM latest_documents GROUP BY collection ORDER BY collection"
+        )
+        return {name: int(n) for name, n in rows}
+
+    def has_collection(self, collection: str) -> bool:
+        """Whether `collection` has active documents (an index lookup, cheap with thousands of collections)."""
+        latest, params = _latest_sql(collection)
+        return (
+            self.db.execute(f"SELECT 1 FROM ({latest}) WHERE status = 'active' LIMIT 1", params).fetchone() is not None
+        )
+
+    def get_document(self, doc_id_or_uri: str, version: int | None = None, collection: str | None = None) -> Document:
         """A document by id, uri or file path (newest version unless `version`), removed ones included."""
-        doc_id = self._resolve(doc_id_or_uri)
+        doc_id = self._resolve(doc_id_or_uri, collection)
         if version is None:
             found = self._latest(doc_id)
         else:
@@ -225,24 +259,26 @@ class Workspace:
             raise NotFoundError(f"document {doc_id_or_uri} has no version {version}")
         return found
 
-    def history(self, doc_id_or_uri: str) -> list[Document]:
+    def history(self, doc_id_or_uri: str, collection: str | None = None) -> list[Document]:
         """Every stored version of a document, oldest first."""
-        doc_id = self._resolve(doc_id_or_uri)
+        doc_id = self._resolve(doc_id_or_uri, collection)
         rows = self.db.execute("SELECT * FROM documents WHERE doc_id = ? ORDER BY version", (doc_id,))
         return [_record(Document, r) for r in rows]
 
-    def chunks(self, doc_ids: Iterable[str] | None = None) -> list[Chunk]:
-        """Chunks of the newest version of active documents (optionally only `doc_ids`), by document then order."""
+    def chunks(self, doc_ids: Iterable[str] | None = None, collection: str | None = None) -> list[Chunk]:
+        """Chunks of the newest version of active documents (optionally only `doc_ids`, only `collection`), by
+        document then order."""
+        latest, params = _latest_sql(collection)
         sql = (
-            "SELECT c.* FROM chunks c JOIN latest_documents d ON c.doc_id = d.doc_id AND c.version = d.version "
+            f"SELECT c.* FROM chunks c JOIN ({latest}) d ON c.doc_id = d.doc_id AND c.version = d.version "
             "WHERE d.status = 'active'"
         )
-        params: list[str] = []
         if doc_ids is not None:
-            params = list(doc_ids)
-            if not params:
+            ids = list(doc_ids)
+            if not ids:
                 return []
-            sql += f" AND c.doc_id IN ({', '.join('?' * len(params))})"
+            params += ids
+            sql += f" AND c.doc_id IN ({', '.join('?' * len(ids))})"
         rows = self.db.execute(sql + " ORDER BY d.uri, c.doc_id, c.ord", params)
         return [_record(Chunk, r) for r in rows]
 
@@ -253,9 +289,9 @@ class Workspace:
         )
         return [_record(Chunk, r) for r in rows]
 
-    def remove_document(self, doc_id_or_uri: str) -> Document:
+    def remove_document(self, doc_id_or_uri: str, collection: str | None = None) -> Document:
         """Tombstone a document: it leaves the corpus but its history stays. Removing twice is a no-op."""
-        doc_id = self._resolve(doc_id_or_uri)
+        doc_id = self._resolve(doc_id_or_uri, collection)
         with self.transaction():
             latest = self._latest(doc_id)
             if latest.status == "active":
@@ -264,48 +300,74 @@ class Workspace:
                 )
             return self._latest(doc_id)
 
-    def corpus_version(self) -> str:
-        """Short hash of the active corpus: changes exactly when a document is added, changed or removed."""
+    def corpus_version(self, collection: str | None = None) -> str:
+        """Short hash of the active corpus (of one collection, or of the whole workspace when None): changes exactly
+        when a document is added, changed or removed there. A workspace with only the default collection has the
+        same version either way."""
+        latest, params = _latest_sql(collection)
         rows = self.db.execute(
-            "SELECT doc_id, version, sha256 FROM latest_documents WHERE status = 'active' ORDER BY doc_id"
+            f"SELECT doc_id, version, sha256 FROM ({latest}) WHERE status = 'active' ORDER BY doc_id", params
         )
         digest = hashlib.sha256("".join(f"{r[0]}:{r[1]}:{r[2]}\n" for r in rows).encode())
         return digest.hexdigest()[:12]
 
     def _latest(self, doc_id: str) -> Document | None:
-        row = self.db.execute("SELECT * FROM latest_documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        # the primary key's order, not the view: the view groups every document first
+        row = self.db.execute(
+            "SELECT * FROM documents WHERE doc_id = ? ORDER BY version DESC LIMIT 1", (doc_id,)
+        ).fetchone()
         return _record(Document, row) if row else None
 
-    def _resolve(self, key: str) -> str:
-        """doc_id of a document named by id, exact uri, or a path that resolves to its uri."""
-        candidates = [key, doc_id_for(key)]
+    def _resolve(self, key: str, collection: str | None = None) -> str:
+        """doc_id of a document named by id, exact uri, or a path that resolves to its uri; with `collection`, only a
+        document of that collection (a uri or path is looked up there; None: in the default collection)."""
+        where = collection or DEFAULT_COLLECTION
+        candidates = [key, doc_id_for(key, where)]
         try:
-            candidates.append(doc_id_for(str(Path(key).expanduser().resolve())))
+            candidates.append(doc_id_for(str(Path(key).expanduser().resolve()), where))
         except (OSError, RuntimeError):
             pass
         for doc_id in candidates:
-            if self.db.execute("SELECT 1 FROM documents WHERE doc_id = ? LIMIT 1", (doc_id,)).fetchone():
+            row = self.db.execute("SELECT collection FROM documents WHERE doc_id = ? LIMIT 1", (doc_id,)).fetchone()
+            if row and (collection is None or row[0] == collection):
                 return doc_id
-        raise NotFoundError(f"no document {key!r} in {self.root}: `imprint docs` lists them")
+        scope = f"collection {collection!r} of {self.root}" if collection else str(self.root)
+        raise NotFoundError(f"no document {key!r} in {scope}: `imprint docs --collection NAME` lists them")
 
     # ---- datasets and modules -------------------------------------------------------------------------------
 
     def data_dir(self, name: str) -> Path:
-        return self.root / "data" / _safe_name(name, "dataset")
+        return self.root / "data" / safe_name(name, "dataset")
 
     def module_dir(self, name: str, version: int) -> Path:
-        return self.root / "modules" / _safe_name(name, "module") / str(int(version))
+        return self.root / "modules" / safe_name(name, "module") / str(int(version))
 
     def register_dataset(
-        self, name: str, path: str, n_records: int, corpus_version: str, manifest: dict
+        self,
+        name: str,
+        path: str,
+        n_records: int,
+        corpus_version: str,
+        manifest: dict,
+        collection: str = DEFAULT_COLLECTION,
     ) -> DatasetEntry:
-        """Record a synthetic dataset; registering a name again replaces it (its files were rewritten)."""
-        _safe_name(name, "dataset")
+        """Record a synthetic dataset made from `collection`; registering a name again replaces it (its files were
+        rewritten)."""
+        safe_name(name, "dataset")
+        safe_name(collection, "collection")
         with self.transaction():
             self.db.execute(
-                "INSERT OR REPLACE INTO datasets (name, path, n_records, corpus_version, manifest_json, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (name, str(path), int(n_records), corpus_version, json.dumps(manifest, ensure_ascii=False), _now()),
+                "INSERT OR REPLACE INTO datasets (name, path, n_records, corpus_version, manifest_json, created_at, "
+                "collection) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    str(path),
+                    int(n_records),
+                    corpus_version,
+                    json.dumps(manifest, ensure_ascii=False),
+                    _now(),
+                    collection,
+                ),
             )
         return self.get_dataset(name)
 
@@ -329,14 +391,17 @@ class Workspace:
         path: str,
         corpus_version: str,
         manifest: dict,
+        collection: str = DEFAULT_COLLECTION,
     ) -> ModuleEntry:
-        """Record a trained module version; versions are immutable, so registering one twice is an error."""
-        _safe_name(name, "module")
+        """Record a trained module version (trained on `collection`); versions are immutable, so registering one
+        twice is an error."""
+        safe_name(name, "module")
+        safe_name(collection, "collection")
         with self.transaction():
             try:
                 self.db.execute(
                     "INSERT INTO modules (name, version, method, base_model, path, corpus_version, manifest_json, "
-                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "created_at, collection) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         name,
                         int(version),
@@ -346,6 +411,7 @@ class Workspace:
                         corpus_version,
                         json.dumps(manifest, ensure_ascii=False),
                         _now(),
+                        collection,
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -358,6 +424,8 @@ class Workspace:
 
     def get_module(self, name: str, version: int | None = None) -> ModuleEntry:
         """A module version; the newest one when `version` is None."""
+        if version is not None and not 1 <= version <= MAX_VERSION:
+            raise NotFoundError(f"no module {name}@{version}: versions are whole numbers from 1 (`imprint modules`)")
         if version is None:
             row = self.db.execute(
                 "SELECT * FROM modules WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
@@ -380,7 +448,44 @@ class Workspace:
         return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
 
 
-def _safe_name(name: str, kind: str) -> str:
+def _latest_sql(collection: str | None) -> tuple[str, list[str]]:
+    """SQL (and its parameters) of the newest version of each document, of one collection or of all. The
+    one-collection form goes through the (collection, doc_id) index, so its cost does not grow with the number of
+    other collections."""
+    if collection is None:
+        return "SELECT * FROM latest_documents", []
+    return (
+        "SELECT d.* FROM documents d WHERE d.collection = ? "
+        "AND d.version = (SELECT MAX(m.version) FROM documents m WHERE m.doc_id = d.doc_id)",
+        [collection],
+    )
+
+
+def _check_writable(root: Path, path: Path) -> None:
+    """Refuse a read-only workspace up front: every command records something in it (SQLite's WAL, the index).
+    Permission bits are read as well as access(): root may write anywhere, but `chmod -R a-w` says not to."""
+    for target in (root, path):
+        if target.exists() and (not os.access(target, os.W_OK) or not target.stat().st_mode & 0o222):
+            raise WorkspaceError(
+                f"workspace {root} is read-only ({target.name} is not writable): make it writable "
+                f"(chmod -R u+w {root}) or pick another --workspace"
+            )
+
+
+def _database_error(path: Path, exc: sqlite3.DatabaseError) -> WorkspaceError:
+    """SQLite's errors on opening, as one line a user can act on; the file itself is left untouched."""
+    text = str(exc)
+    if "readonly" in text:
+        return WorkspaceError(f"workspace database {path} is read-only: make it writable or pick another --workspace")
+    if "not a database" in text or "malformed" in text:
+        return WorkspaceError(
+            f"{path} is not an imprint database ({text}): move it aside to start a new workspace there, "
+            "or pick another --workspace"
+        )
+    return WorkspaceError(f"cannot open the workspace database {path}: {text}")
+
+
+def safe_name(name: str, kind: str) -> str:
     """Names become directory names, so they may not climb out of the workspace or hide."""
     if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
         raise ImprintError(f"bad {kind} name {name!r}: use letters, digits, '.', '_' or '-' (not starting with '.')")

@@ -100,6 +100,17 @@ def m002_latest_documents_view(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX documents_uri ON documents (uri)")
 
 
+@migration
+def m003_collections(db: sqlite3.Connection) -> None:
+    """Named collections: every document, dataset and module belongs to one (existing rows to `default`).
+
+    A collection is the unit a tenant owns: its documents, its retrieval index and the modules trained on it.
+    """
+    for table in ("documents", "datasets", "modules"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN collection TEXT NOT NULL DEFAULT 'default'")
+    db.execute("CREATE INDEX documents_collection ON documents (collection, doc_id)")
+
+
 def applied(db: sqlite3.Connection) -> list[str]:
     """Names of the migrations this database has already run, in the order they ran."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")

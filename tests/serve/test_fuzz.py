@@ -18,7 +18,7 @@ MODELS = ["tiny", "alpha", "cart@1", "whole"]  # base, LoRA, prefix and full row
 @pytest.fixture(scope="module")
 def fuzz_server(ws_dir, tmp_path_factory):
     keys = tmp_path_factory.mktemp("fuzz") / "keys.yaml"
-    keys.write_text(f'tenants:\n  all:\n    keys: ["{KEY}"]\n    modules: ["*"]\n    base: true\n')
+    keys.write_text(f'tenants:\n  all:\n    keys: ["{KEY}"]\n    collections: ["*"]\n    base: true\n')
     config = ServeConfig(max_tokens=6, default_max_tokens=4, max_n=2, max_batch=8, max_body_bytes=50_000)
     with BackgroundServer(create_app(ws_dir, model="tiny", keys=keys, config=config)) as server:
         yield server

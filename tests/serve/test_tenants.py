@@ -16,11 +16,13 @@ KEYS = f"""
 tenants:
   acme:
     keys: ["sk-acme"]
+    collections: ["default"]
     modules: ["alpha", "c*"]
     base: true
     max_tokens: 8
   globex:
     keys: ["sha256:{hashlib.sha256(b"sk-globex").hexdigest()}"]
+    collections: ["default"]
     modules: ["beta"]
     max_concurrency: 1
 """
@@ -92,7 +94,10 @@ def test_per_key_limits(keyed):
     "text, message",
     [
         ("tenants: {}", "non-empty `tenants:`"),
-        ("tenants:\n  a: {keys: [k1], modules: x}", "modules must be a list"),
+        ("tenants:\n  a: {keys: [k1], collections: [c], modules: x}", "modules must be a list"),
+        ("tenants:\n  a: {keys: [k1], modules: [m]}", "name the collections it owns"),
+        ("tenants:\n  a: {keys: [k1], collections: c}", "collections must be a list"),
+        ("tenants:\n  a: {keys: [k1], admin: 1}", "admin must be true or false"),
         ("tenants:\n  a: {keys: [k1], colour: red}", "unknown field 'colour'"),
         ("tenants:\n  a: {keys: [k1], max_tokens: 0}", "max_tokens must be a positive integer"),
         ("tenants:\n  a: {keys: [k1]}\n  b: {keys: [k1]}", "listed twice"),
