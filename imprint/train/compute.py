@@ -138,7 +138,7 @@ def wants_compile(model: torch.nn.Module, config: TrainConfig, steps: int) -> bo
         if not (big and steps >= COMPILE_MIN_STEPS and not hasattr(model, "decoder_hidden")):
             return False
         verdict = compile_verdict(machine_key(config.compile_backend, compute_dtype(model, config)) + " | layers")
-        return verdict is None or verdict["ok"]
+        return not failed_check(verdict)
     return config.compile == "on"
 
 
@@ -152,7 +152,14 @@ def wants_compiled_loss(model: torch.nn.Module, config: TrainConfig) -> bool:
     if not compiles_loss(vocab, None):
         return False
     verdict = compile_verdict(machine_key(config.compile_backend, compute_dtype(model, config)) + " | loss")
-    return verdict is None or verdict["ok"]
+    return not failed_check(verdict)
+
+
+def failed_check(verdict: dict | None) -> bool:
+    """Whether a recorded verdict rules compiled code out here: it computed something else than eager code did.
+    A compiler *error* is not remembered against it (it costs seconds to hit again, and may have been the
+    machine's state: a C++ compile that failed under heavy load passed in a fresh process on the same host)."""
+    return bool(verdict) and not verdict["ok"] and not verdict.get("reason", "").startswith("torch.compile failed")
 
 
 @dataclass
@@ -183,6 +190,16 @@ class Proof:
         if reference.norm > 0 and cosine < min_cos:
             return f"gradient direction differs from eager (cosine {cosine:.4f})"
         return None
+
+
+def _cause(exc: BaseException) -> str:
+    """The root cause of a compiler failure in one line: dynamo wraps it ("backend='inductor' raised:" + the
+    inner exception on the next lines)."""
+    inner = getattr(exc, "inner_exception", None) or exc.__cause__ or exc
+    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+    detail = next((line for line in lines[1:] if "error" in line.lower()), "")  # e.g. the compiler's own message
+    head = lines[0] if lines else repr(inner)
+    return f"{type(inner).__name__}: {head}{' | ' + detail if detail else ''}"[:400]
 
 
 class MicroStep:
@@ -332,8 +349,7 @@ class MicroStep:
         try:
             candidate = self._trial(batch, scale, layers=layers, loss=loss)
         except Exception as exc:  # no working compiler here (no C++ toolchain, unsupported platform)
-            first = str(exc).splitlines()[0] if str(exc) else repr(exc)
-            return None, f"torch.compile failed: {first}"
+            return None, f"torch.compile failed: {_cause(exc)}"
         return candidate, candidate.disagreement(reference, self.dtype)
 
     def _record(self, layers: bool, loss: bool, ok: bool, reason: str = "") -> None:

@@ -182,6 +182,8 @@ def fused_cross_entropy(
         weights = torch.ones(ids.shape, dtype=_upcast(hidden[:1]).dtype, device=hidden.device)
     grads = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     args = (hidden, weight, ids, weights, block, softcap)
+    if compile:  # asked for explicitly (the training loop): a failure is the caller's to handle and report
+        return FusedLinearCrossEntropy.apply(*args, backend, grads)
     if compiles_loss(weight.shape[0], compile):
         try:
             return FusedLinearCrossEntropy.apply(*args, backend, grads)

@@ -238,3 +238,14 @@ def test_manifest_records_what_compiled(tmp_path, monkeypatch):
         "fallbacks": [],
     }
     assert manifest["metrics"]["skipped_steps"] == [] and manifest["heldin"] is None
+
+
+def test_a_mismatch_is_remembered_for_this_machine_but_a_compiler_error_is_not():
+    from imprint.train.compute import compile_verdict, failed_check, record_verdict
+
+    record_verdict("k | layers", False, "loss nan vs eager 3.6")
+    record_verdict("k | loss", False, "torch.compile failed: CppCompileError: C++ compile error")
+    record_verdict("k2 | layers", True)
+    assert failed_check(compile_verdict("k | layers"))
+    assert not failed_check(compile_verdict("k | loss")) and not failed_check(compile_verdict("k2 | layers"))
+    assert compile_verdict("unknown") is None and not failed_check(None)
