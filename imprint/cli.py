@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
             choices=["local", "openai", "none"],
             help="who writes paraphrase/qa/entigraph/active-reading data: local (the base model in process, the "
             "default), openai (any OpenAI-compatible endpoint; key from $IMPRINT_GENERATOR_API_KEY or "
-            "$OPENAI_API_KEY), none (rules and raw only)",
+            "$OPENAI_API_KEY), none (prose, rules and raw only)",
         )
         p.add_argument("--tokens", metavar="N", help="generation budget, e.g. 500k: spread over documents by size")
         p.add_argument("--base-url", help="openai generator endpoint, e.g. http://127.0.0.1:8000/v1")
@@ -455,8 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write a synthetic training set from the corpus")
     p.add_argument(
         "--strategy",
-        default="rules",
-        help="rules (default) or raw (no generator); paraphrase, qa, entigraph or active-reading (a generator writes)",
+        default="prose",
+        help="prose (default: parse-based; rules when spaCy is absent), rules or raw (no generator); paraphrase, qa, "
+        "entigraph or active-reading (a generator writes)",
     )
     p.add_argument("--name", help="dataset name (default: the strategy's name)")
     p.add_argument("--show", type=int, default=0, metavar="N", help="print N sample records")
@@ -477,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("learn", help="ingest -> synth -> train in one go")
     p.add_argument("paths", nargs="+")
     p.add_argument("--name", default="default", help="module name")
-    p.add_argument("--strategy", default="rules")
+    p.add_argument("--strategy", default="prose", help="synthesis strategy (see `imprint synth --help`)")
     p.add_argument("--method", default="lora")
     p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
     generator_flags(p)

@@ -42,7 +42,7 @@ def add(ws, paths: list[str], model: str = DEFAULT_MODEL, max_tokens: int = 200)
 
 def synth(
     ws,
-    strategy: str = "rules",
+    strategy: str = "prose",
     name: str | None = None,
     overrides: dict | None = None,
     generator=None,
