@@ -330,7 +330,7 @@ def cmd_eval(args) -> None:
     card["command"] = "imprint " + shlex.join(args.raw_argv)
     card_path, html_path = write_report(card, ws.root / "reports" / f"eval-{card_id()}")
     if args.json:
-        keys = ("exact_match", "token_f1", "n")
+        keys = ("exact_match", "token_f1", "answer_contained", "n")
         print(json.dumps({s["system"]: {k: s[k] for k in keys} for s in card["systems"]}))
         return
     print_scorecard(card, console)
