@@ -95,9 +95,12 @@ class ProseStrategy:
                     sentences.append(s)
             resolved = resolve_references(nlp, sentences)
             per_chunk: dict[str, list[str]] = defaultdict(list)
+            changed: set[str] = set()  # chunks with a reference spelled out: worth a `resolved` copy
             statements: dict[str, list[str]] = defaultdict(list)
-            for chunk_id, parsed in zip(owners, nlp.pipe(resolved), strict=True):
+            for chunk_id, original, parsed in zip(owners, sentences, nlp.pipe(resolved), strict=True):
                 per_chunk[chunk_id].append(parsed.text)
+                if parsed.text != original:
+                    changed.add(chunk_id)
                 for sent in parsed.sents:
                     questions, restated = sentence_questions(sent, self.config.wordings, self.config.max_answer_words)
                     statements[chunk_id].extend(restated)
@@ -109,7 +112,9 @@ class ProseStrategy:
                     if ent.label_ in ENTITY_LABELS:
                         mentions[_entity_key(ent.text)].append((chunk_id, parsed.text))
             for chunk_id, sents in per_chunk.items():
-                records.extend(self._chunk_texts(chunk_id, sents, statements[chunk_id], title, rng))
+                records.extend(
+                    self._chunk_texts(chunk_id, sents, statements[chunk_id], title, rng, chunk_id in changed)
+                )
         records.extend(cap_per_answer(qa, self.config.max_per_answer, rng))
         records.extend(self._entity_texts(mentions))
         return list({r.id: r for r in records}.values())
@@ -118,8 +123,8 @@ class ProseStrategy:
         ids = [chunk_ids] if isinstance(chunk_ids, str) else chunk_ids
         return SynthRecord.make("prose", ids, "text", text=text, meta={"form": form, **meta})
 
-    def _chunk_texts(self, chunk_id: str, sents: list[str], statements: list[str], title: str, rng) -> list:
-        out = [self._text(chunk_id, f"{title}\n\n{' '.join(sents)}".strip(), "resolved")]
+    def _chunk_texts(self, chunk_id: str, sents: list[str], statements: list[str], title: str, rng, changed) -> list:
+        out = [self._text(chunk_id, f"{title}\n\n{' '.join(sents)}".strip(), "resolved")] if changed else []
         for _ in range(self.config.permutations if len(sents) > 1 else 0):
             shuffled = sents[:]
             rng.shuffle(shuffled)

@@ -299,7 +299,7 @@ def _ask_subject(clause: Clause, wh: str, core_only=False) -> str:
     return _finish([wh, " ".join(words), *after, *before])
 
 
-def _object_wh(arg: Arg) -> tuple[str, list, Arg | None] | None:
+def _object_wh(arg: Arg, clause_args=()) -> tuple[str, list, Arg | None] | None:
     """(question word, answer tokens, stranded-preposition arg) for a non-subject argument; None if not asked."""
     head = arg.head
     if arg.dep in ("dobj", "attr", "oprd", "dative"):
@@ -328,6 +328,8 @@ def _object_wh(arg: Arg) -> tuple[str, list, Arg | None] | None:
         wh = _plain_wh(obj)
         if wh is None:
             return None
+        if any(a.dep == "acomp" for a in clause_args):
+            return None  # "The delay can be expensive in cases of ...": no clean question about the phrase
         if wh.startswith(("how", "what percentage")):
             return f"{prep} {wh}", _answer(obj), None
         if wh == "who":
@@ -450,6 +452,16 @@ def _turned(clause: Clause) -> list[tuple[str, str, str, str, str]]:
     return out
 
 
+def _identifying(attr: Arg) -> bool:
+    """Whether a copula's attribute picks out its subject: definite, a name, or a noun with its own modifiers
+    ("a place of martyrdom for the Poles"), and not an amount."""
+    head = attr.head
+    if _ent(head) in ("MONEY", "PERCENT", "QUANTITY", "CARDINAL", "DATE", "TIME") or head.pos_ not in ("NOUN", "PROPN"):
+        return False
+    modified = any(c.dep_ in ("prep", "relcl", "acl") for c in head.children)
+    return attr.tokens[0].lower_ == "the" or head.pos_ == "PROPN" or modified
+
+
 def _copular_reversal(clause: Clause) -> str | None:
     """ "Warsaw is the capital of Poland." -> "The capital of Poland is Warsaw." (definite attributes only)."""
     attrs = [a for a in clause.args if a.dep == "attr"]
@@ -466,12 +478,12 @@ def _appositives(sent) -> list[tuple[str, str, str]]:
     out = []
     for tok in sent:
         if tok.dep_ == "appos" and tok.head.pos_ == "PROPN":
-            name = _text([t for t in tok.head.subtree if t.i < tok.left_edge.i and t.dep_ != "punct"])
-            desc = _text(list(tok.subtree))
+            name_tokens = [t for t in tok.head.subtree if t.i < tok.left_edge.i and t.dep_ != "punct"]
+            name = _lower_first(name_tokens) if name_tokens else ""
+            desc = _text(_trim(tok))  # "an infamous prison now occupied by ..." -> "an infamous prison"
             if name and desc and len(desc.split()) <= 10:
                 wh = "who" if _ent(tok.head) == "PERSON" else "what"
-                verb = "is"
-                out.append((_finish([wh, verb, name]), desc, f"{name} {verb} {desc}."))
+                out.append((_finish([wh, "is", name]), desc, f"{name[:1].upper()}{name[1:]} is {desc}."))
     return out
 
 
@@ -505,15 +517,15 @@ def sentence_questions(sent, wordings: int = 3, max_answer_words: int = 12) -> t
     for clause in clauses(sent):
         subj_wh = _plain_wh(clause.subj.head)
         attrs = [a for a in clause.args if a.dep == "attr"]
-        if clause.copula and attrs and not (attrs[0].tokens[0].lower_ == "the" or attrs[0].head.pos_ == "PROPN"):
-            subj_wh = None  # "What is $18.5 million?" asks nothing: only a definite attribute identifies the subject
+        if clause.copula and attrs and not _identifying(attrs[0]):
+            subj_wh = None  # "What is $18.5 million?", "What is a band?" ask nothing: the attribute must identify
         if subj_wh and subj_wh != "when":
             subj_wh = "what" if subj_wh.startswith(("what percentage", "how")) else subj_wh
             items = [("subject", _ask_subject(clause, subj_wh)), ("short", _ask_subject(clause, subj_wh, True))]
             add(items, _trim(clause.subj.head), clause.subj.head.ent_type_ or clause.subj.dep)
         settings = [a for a in clause.args if a.dep == "prep" and a.start < clause.subj.start]
         for arg in clause.args:
-            asked = _object_wh(arg)
+            asked = _object_wh(arg, clause.args)
             if asked is None:
                 continue
             wh, answer, strand = asked

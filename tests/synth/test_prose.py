@@ -59,7 +59,9 @@ def test_counts_amounts_and_common_nouns(nlp):
     assert any(f == "fronted" and q.startswith("How many days") and a == "27 days" for f, q, a in qa)
     qa, _ = ask(nlp, "The annual budget is $18.5 million.")
     assert ("fronted", "How much is the annual budget?", "$18.5 million") in qa
-    assert not any(q == "What is $18.5 million?" for _, q, _ in qa)  # an indefinite attribute identifies nothing
+    assert not any(q == "What is $18.5 million?" for _, q, _ in qa)  # an amount identifies nothing
+    qa, _ = ask(nlp, "Galactica is a band.")
+    assert not any(q == "What is a band?" for _, q, _ in qa)  # nor does a bare indefinite noun
 
 
 def test_causes_and_purposes_are_asked_with_why(nlp):
@@ -92,6 +94,11 @@ def test_copular_reversal_and_appositive(nlp):
     assert ("appositive", "What is Galactica?", "a Canadian indie rock band") in qa
     assert "Galactica is a Canadian indie rock band." in statements
     assert ("fronted", "When was Galactica formed by Maple Leaf Productions?", "2003") in qa  # no apposition inside
+    mill = "The Old Mill, a restored 18th-century granary rebuilt after the 1842 fire, was a meeting place for weavers."
+    qa, statements = ask(nlp, mill)
+    assert ("subject", "What was a meeting place for weavers?", "The Old Mill") in qa  # a modified attribute
+    assert ("appositive", "What is the Old Mill?", "a restored 18th-century granary") in qa  # trimmed description
+    assert "The Old Mill is a restored 18th-century granary." in statements
 
 
 def test_no_question_keeps_an_unresolved_pronoun_or_its_answer(nlp):
