@@ -111,7 +111,7 @@ def run_set(set_name: str, args, results: dict, save) -> dict:
             "loss_last": manifest["metrics"].get("loss_last"),
         }
         save()
-    if "systems" not in done:
+    if "systems" not in done and not args.train_only:
         log(f"{set_name}: eval {len(items)} items, systems {','.join(args.systems)}")
         t0 = time.perf_counter()
         options = EvalOptions(modes=tuple(args.systems), retention_samples=args.retention_samples)
@@ -165,6 +165,7 @@ def main() -> int:
     parser.add_argument("--train-tokens", type=int, default=0, help="train each module on exactly N tokens instead")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: base,icl,rag,module,module+rag")
     parser.add_argument("--retention-samples", type=int, default=8, help="base-model samples for self-retention")
+    parser.add_argument("--train-only", action="store_true", help="stop after training (eval on a later run)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--max-len", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)
@@ -194,7 +195,8 @@ def main() -> int:
     for set_name in args.sets:
         run_set(set_name, args, results, save)
     for set_name in args.sets:
-        print_set(set_name, results[set_name])
+        if "systems" in results[set_name]:
+            print_set(set_name, results[set_name])
     print(f"\nwall clock this invocation: {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -39,7 +39,7 @@ def _phrase(token, max_words: int = 8) -> str:
     modifiers ("the head of sales") are kept unless the phrase grows past `max_words`."""
     base = {"relcl", "acl", "appos", "punct", "cc", "conj"}
     for cut in (base, base | {"prep"}):
-        words = [t for t in token.subtree if not any(a.dep_ in cut for a in _path(t, token))]
+        words = [t for t in token.subtree if not any(a.dep_ in cut for a in path_to(t, token))]
         text = "".join(t.text_with_ws for t in words).strip().strip(",;: ")
         if len(text.split()) <= max_words:
             break
@@ -49,7 +49,7 @@ def _phrase(token, max_words: int = 8) -> str:
     return text
 
 
-def _path(t, top):
+def path_to(t, top):
     """Tokens from t up to (excluding) top: the relations that attach t to the phrase's head."""
     out = []
     while t != top and t.head != t:

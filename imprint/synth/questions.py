@@ -27,6 +27,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from imprint.synth.coref import path_to
+
 _PERSON_PRONOUNS = {"he", "she", "him", "his", "her", "they", "them", "their", "it", "its", "this", "these", "those"}
 _CORE = {"dobj", "attr", "oprd", "dative", "acomp", "prt", "agent", "neg"}
 _SKIP = {"punct", "cc", "conj", "mark", "dep", "intj", "meta", "preconj", "case"}
@@ -151,23 +153,15 @@ def _ent(token) -> str:
 
 def _trim(arg_head) -> list:
     """An answer span: the phrase a token heads, without relative clauses or appositions when they make it long."""
-    tokens = [t for t in arg_head.subtree if not any(a.dep_ == "appos" for a in _ancestors_to(t, arg_head))]
+    tokens = [t for t in arg_head.subtree if not any(a.dep_ == "appos" for a in path_to(t, arg_head))]
     if len(tokens) > 8:
         cut = {"relcl", "acl", "advcl"}
-        tokens = [t for t in tokens if not any(a.dep_ in cut for a in _ancestors_to(t, arg_head))]
+        tokens = [t for t in tokens if not any(a.dep_ in cut for a in path_to(t, arg_head))]
     while tokens and tokens[-1].dep_ in ("punct", "cc"):
         tokens.pop()
     while tokens and tokens[0].dep_ in ("punct", "cc"):
         tokens.pop(0)
     return tokens
-
-
-def _ancestors_to(t, top):
-    out = []
-    while t != top and t.head != t:
-        out.append(t)
-        t = t.head
-    return out
 
 
 def _count(head):
@@ -258,7 +252,7 @@ def _rest(clause: Clause, skip: Arg | None, core_only: bool, strand: Arg | None 
 
 def _subject_text(clause: Clause) -> str:
     head = clause.subj.head
-    tokens = [t for t in clause.subj.tokens if not any(a.dep_ == "appos" for a in _ancestors_to(t, head))]
+    tokens = [t for t in clause.subj.tokens if not any(a.dep_ == "appos" for a in path_to(t, head))]
     return _lower_first([t for t in tokens if t.dep_ != "punct" or t.i > head.i and t.text not in ",;"])
 
 
