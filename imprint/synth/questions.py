@@ -112,7 +112,12 @@ class Clause:
 
 
 def _text(tokens) -> str:
-    return "".join(t.text_with_ws for t in tokens).strip().strip(",;: ")
+    """Tokens as text; where tokens between two were left out ("Nigeria[,] as"), a space keeps the words apart."""
+    tokens = list(tokens)
+    pieces = []
+    for t, nxt in zip(tokens, [*tokens[1:], None], strict=True):
+        pieces.append(t.text + (t.whitespace_ if nxt is None or nxt.i == t.i + 1 else " "))
+    return "".join(pieces).strip().strip(",;: ")
 
 
 def _span(token, dep: str | None = None) -> Arg:
@@ -137,6 +142,8 @@ def clauses(sent) -> list[Clause]:
                 auxes = [c for c in owner.children if c.dep_ in ("aux", "auxpass") and c.i < owner.i]
         if not subj or subj[0].pos_ == "PRON" and subj[0].lower_ in _PERSON_PRONOUNS:
             continue
+        if not auxes and verb.tag_ not in ("VBD", "VBZ", "VBP"):
+            continue  # not a finite clause ("... propelling Nigeria into ..."): nothing to invert
         subj_arg = _span(subj[0])
         args = []
         for child in verb.children:
@@ -232,8 +239,9 @@ def _arg_text(arg: Arg) -> str:
 
 
 def _rest(clause: Clause, skip: Arg | None, core_only: bool, strand: Arg | None = None) -> tuple[list[str], list[str]]:
-    """(arguments after the verb, adjuncts that opened the sentence) as text, minus `skip`; a stranded
-    preposition stays where its phrase was."""
+    """(arguments after the verb; adjuncts that opened the sentence, then short clauses) as text, minus `skip`; a
+    stranded preposition stays where its phrase was. Phrases between subject and verb are parentheticals
+    ("Ghana, as a member, wielded ...") and are left out; a one-word adverb there stays by the verb (`_adverbs`)."""
     after, before, clausal = [], [], []
     for arg in clause.args:
         if arg is skip:
@@ -246,8 +254,22 @@ def _rest(clause: Clause, skip: Arg | None, core_only: bool, strand: Arg | None 
             if len(arg.tokens) <= 8:
                 clausal.append(_arg_text(arg))
             continue
+        if clause.subj.start < arg.start < clause.verb.i:
+            continue
         (before if arg.start < clause.subj.start else after).append(_arg_text(arg))
     return after, before + clausal
+
+
+def _adverbs(clause: Clause) -> str:
+    """One-word adverbs between subject and verb ("originally", "first"): kept in front of the verb."""
+    return " ".join(
+        a.head.text
+        for a in clause.args
+        if clause.subj.start < a.start < clause.verb.i
+        and a.dep == "advmod"
+        and a.end - a.start == 1
+        and a.head.lower_ not in _DISCOURSE
+    )
 
 
 def _subject_text(clause: Clause) -> str:
@@ -262,6 +284,8 @@ def _ask(clause: Clause, wh: str, skip: Arg, core_only=False, strand=None, front
         return None
     moved, stay = parts
     after, before = _rest(clause, skip, core_only, strand)
+    if (adverbs := _adverbs(clause)) and stay:
+        stay = f"{' '.join(stay.split()[:-1])} {adverbs} {stay.split()[-1]}"  # "did the band originally form"
     if front is not None:
         front_text = _arg_text(front)
         if front_text in after:
@@ -282,9 +306,11 @@ def _third_person(verb) -> str:
     return lemma[:-1] + "ies" if re.search(r"[^aeiou]y$", lemma) else lemma + "s"
 
 
-def _ask_subject(clause: Clause, wh: str, core_only=False) -> str:
+def _ask_subject(clause: Clause, wh: str, core_only=False) -> str | None:
     after, before = _rest(clause, None, core_only)
-    words = [t.text for t in clause.auxes] + [clause.verb.text]
+    if not after and not before and not clause.copula:
+        return None  # "Who was assembled?": a bare verb does not say which fact is asked
+    words = [t.text for t in clause.auxes] + ([_adverbs(clause)] if _adverbs(clause) else []) + [clause.verb.text]
     head = words[0] if clause.auxes else clause.verb
     if head == clause.verb and clause.verb.tag_ == "VBP":
         words[-1] = _third_person(clause.verb)
@@ -523,6 +549,8 @@ def sentence_questions(sent, wordings: int = 3, max_answer_words: int = 12) -> t
             if asked is None:
                 continue
             wh, answer, strand = asked
+            if strand is not None and arg.start < clause.verb.i:
+                continue  # a stranded preposition has no place in front of the verb
             items = [("fronted", _ask(clause, wh, arg, strand=strand))]
             items.append(("short", _ask(clause, wh, arg, core_only=True, strand=strand)))
             for setting in (s for s in settings if s is not arg):

@@ -169,3 +169,13 @@ def test_falls_back_to_rules_without_a_parser():
 def test_config_validation():
     with pytest.raises(ValueError):
         ProseConfig(wordings=0)
+
+
+def test_parentheticals_left_out_and_adverbs_kept_by_the_verb(nlp):
+    qa, _ = ask(nlp, "Ghana and Nigeria, as vital players in the region, wielded the pact as an opportunity.")
+    assert ("fronted", "What did Ghana and Nigeria wield as an opportunity?", "the pact") in qa
+    assert not any("vital players" in q for _, q, _ in qa)
+    qa, _ = ask(nlp, "Galactica originally formed in 2002.")
+    assert ("fronted", "When did Galactica originally form?", "2002") in qa
+    qa, _ = ask(nlp, "The band has also released four albums.")
+    assert ("fronted", "How many albums has the band released?", "four albums") in qa
