@@ -84,15 +84,19 @@ def _compatible(pronoun, antecedent) -> bool:
     return antecedent.tag_ in ("NN", "NNP", "NNPS") and antecedent.ent_type_ != "PERSON"  # "Acme Systems": it
 
 
-def _clause_subject(tok):
-    """The subject of the nearest clause above a token whose subject is not the token itself."""
+def _subjects_above(tok):
+    """Subjects of the clauses above a token, nearest first; a relative pronoun ("which") stands for the noun its
+    clause modifies."""
     node = tok
     while True:
         subj = [c for c in node.children if c.dep_ in _SUBJECT]
         if subj and subj[0] != tok and tok not in subj[0].subtree:
-            return subj[0]
+            if subj[0].tag_ in ("WDT", "WP") and node.dep_ == "relcl":
+                yield node.head
+            else:
+                yield subj[0]
         if node.head == node:
-            return None
+            return
         node = node.head
 
 
@@ -125,11 +129,8 @@ def resolve_doc(doc, state: _State) -> str:
             continue
         if low == "it" and tok.dep_ in _SUBJECT and any(c.dep_ in ("ccomp", "xcomp") for c in tok.head.children):
             continue  # "It is known that ...": an expletive, nothing to resolve
-        subject = _clause_subject(tok)
-        if _compatible(tok, subject):
-            target = names.get(subject.i) or _phrase(subject)
-        else:
-            target = _fallback(tok, state)
+        subject = next((s for s in _subjects_above(tok) if _compatible(tok, s)), None)
+        target = (names.get(subject.i) or _phrase(subject)) if subject is not None else _fallback(tok, state)
         if target:
             poss = tok.tag_ == "PRP$" or (low in _POSSESSIVE and tok.dep_ == "poss")
             names[tok.i] = (target + ("'" if target.endswith("s") else "'s")) if poss else target
@@ -149,6 +150,8 @@ def resolve_doc(doc, state: _State) -> str:
     for tok in doc:
         if tok.dep_ not in _SUBJECT and not (tok.ent_type_ == "PERSON" and tok.dep_ in ("dobj", "pobj", "appos")):
             continue
+        if tok.dep_ in _SUBJECT and tok.head.dep_ not in ("ROOT", "conj"):
+            continue  # a subordinate clause's subject is not what the next sentence goes on about
         phrase = names.get(tok.i) or (None if tok.pos_ == "PRON" else _phrase(tok))
         if phrase is None:
             continue

@@ -37,7 +37,8 @@ _WHEN_PREPS = {"in", "on", "at", "during"}
 _WHEN_KEEP = {"since", "until", "by", "till"}
 _PLACE = {"GPE", "LOC", "FAC"}
 _TIME = {"DATE", "TIME"}
-_NO_PASSIVE = {"have", "be", "get", "become", "seem", "remain", "lack", "resemble", "mean", "cost", "weigh", "last"}
+_NO_PASSIVE = {"have", "be", "get", "become", "seem", "remain", "lack", "resemble", "mean", "cost", "weigh", "last",
+               "include", "contain", "comprise", "involve", "equal", "fit", "suit"}  # fmt: skip
 _IDIOM_OBJECTS = {"place", "part", "care", "advantage", "effect", "account", "notice", "hold", "shape", "root"}
 _DISCOURSE = {"however", "also", "still", "thus", "therefore", "moreover", "furthermore", "nevertheless", "then",
               "instead", "meanwhile", "though", "too", "already", "nonetheless", "hence", "indeed"}  # fmt: skip
@@ -110,6 +111,12 @@ class Clause:
     def passive(self) -> bool:
         return self.subj.dep == "nsubjpass"
 
+    @property
+    def tense(self) -> str:
+        """The finite verb's tag; an aux-less "-ed" participle heading a clause is a mis-tagged past tense."""
+        tag = self.verb.tag_
+        return "VBD" if tag == "VBN" and not self.auxes and self.verb.lower_.endswith("ed") else tag
+
 
 def _text(tokens) -> str:
     """Tokens as text; where tokens between two were left out ("Nigeria[,] as"), a space keeps the words apart."""
@@ -124,13 +131,31 @@ def _span(token, dep: str | None = None) -> Arg:
     return Arg(token.left_edge.i, token.right_edge.i + 1, dep or token.dep_, token)
 
 
+# Subordinate clauses that state a fact of their own ("..., since one liter of liquid equals 840 liters of gas");
+# conditions ("if", "unless") do not.
+_FACT_MARKS = {"since", "because", "although", "though", "while", "whereas", "as", "after", "before", "when", "until"}
+
+
+def _clause_head(verb) -> bool:
+    """Whether a verb heads a clause worth asking about: a main verb, one coordinated with it, a subordinate
+    clause of fact, or a relative clause whose subject is its relative pronoun ("exchangers, which convert ...")."""
+    if verb.pos_ not in ("VERB", "AUX"):
+        return False
+    if verb.dep_ in ("ROOT", "conj"):
+        return verb.dep_ == "ROOT" or verb.head.pos_ in ("VERB", "AUX")
+    if verb.dep_ == "advcl":
+        return any(c.dep_ == "mark" and c.lower_ in _FACT_MARKS for c in verb.children)
+    if verb.dep_ == "relcl":
+        return any(c.dep_ in ("nsubj", "nsubjpass") and c.tag_ in ("WDT", "WP") for c in verb.children)
+    return False
+
+
 def clauses(sent) -> list[Clause]:
-    """Clauses with an explicit or shared subject: main verbs and verbs coordinated with them."""
+    """Clauses with an explicit or shared subject (see `_clause_head`); a relative clause's subject is the noun
+    phrase it modifies."""
     out = []
     for verb in sent:
-        if verb.pos_ not in ("VERB", "AUX") or verb.dep_ not in ("ROOT", "conj"):
-            continue
-        if verb.dep_ == "conj" and verb.head.pos_ not in ("VERB", "AUX"):
+        if not _clause_head(verb):
             continue
         subj = [c for c in verb.children if c.dep_ in ("nsubj", "nsubjpass")]
         auxes = [c for c in verb.children if c.dep_ in ("aux", "auxpass", "neg") and c.i < verb.i]
@@ -142,9 +167,16 @@ def clauses(sent) -> list[Clause]:
                 auxes = [c for c in owner.children if c.dep_ in ("aux", "auxpass") and c.i < owner.i]
         if not subj or subj[0].pos_ == "PRON" and subj[0].lower_ in _PERSON_PRONOUNS:
             continue
-        if not auxes and verb.tag_ not in ("VBD", "VBZ", "VBP"):
+        if (
+            not auxes
+            and verb.tag_ not in ("VBD", "VBZ", "VBP")
+            and not (verb.tag_ == "VBN" and verb.lower_.endswith("ed"))
+        ):
             continue  # not a finite clause ("... propelling Nigeria into ..."): nothing to invert
         subj_arg = _span(subj[0])
+        if verb.dep_ == "relcl":  # "which" -> the noun phrase it stands for, without what follows the noun
+            noun = verb.head
+            subj_arg = Arg(noun.left_edge.i, noun.i + 1, subj[0].dep_, noun)
         args = []
         for child in verb.children:
             if child in subj or child in auxes or child.dep_ in _SKIP or child.dep_ in ("nsubj", "nsubjpass"):
@@ -228,7 +260,7 @@ def _verb_parts(clause: Clause) -> tuple[str, str] | None:
         return first.text.lower(), f"{tail} {verb.text}".strip()
     if clause.copula:
         return verb.text.lower(), ""
-    do = _DO.get(verb.tag_)
+    do = _DO.get(clause.tense)
     if do is None:
         return None
     return do, verb.lemma_
@@ -251,7 +283,7 @@ def _rest(clause: Clause, skip: Arg | None, core_only: bool, strand: Arg | None 
         if (core_only and arg.dep not in _CORE) or (arg.dep == "advmod" and arg.head.lower_ in _DISCOURSE):
             continue
         if arg.dep in ("advcl", "ccomp", "xcomp", "parataxis"):
-            if len(arg.tokens) <= 8:
+            if len(arg.tokens) <= 8 and arg.tokens[0].dep_ == "mark":  # "before it enters ...", never a fragment
                 clausal.append(_arg_text(arg))
             continue
         if clause.subj.start < arg.start < clause.verb.i:
@@ -274,7 +306,13 @@ def _adverbs(clause: Clause) -> str:
 
 def _subject_text(clause: Clause) -> str:
     head = clause.subj.head
-    tokens = [t for t in clause.subj.tokens if not any(a.dep_ == "appos" for a in path_to(t, head))]
+
+    def aside(a) -> bool:  # an apposition, or a clause set off by a comma ("Anna Lee, who founded ..., retired")
+        return a.dep_ == "appos" or (
+            a.dep_ in ("relcl", "acl") and a.left_edge.i > 0 and a.doc[a.left_edge.i - 1].text == ","
+        )
+
+    tokens = [t for t in clause.subj.tokens if not any(aside(a) for a in path_to(t, head))]
     return _lower_first([t for t in tokens if t.dep_ != "punct" or t.i > head.i and t.text not in ",;"])
 
 
@@ -370,6 +408,8 @@ def _cause(clause: Clause) -> tuple[Arg, list, str] | None:
         infinitive = head.tag_ == "VB" and any(c.dep_ == "aux" and c.lower_ == "to" for c in head.children)
         if arg.dep == "advcl" and infinitive and arg.start > clause.verb.i:
             return arg, list(arg.tokens), "purpose"
+        if arg.dep == "xcomp" and infinitive and clause.passive and clause.verb.lemma_ == "use":
+            return arg, list(arg.tokens), "purpose"  # "Such tankers are used to refill containers."
         if arg.dep == "prep" and head.lower_ in ("because", "due", "owing"):
             objs = [c for c in head.subtree if c.dep_ == "pobj"]
             if objs:
@@ -382,6 +422,8 @@ def _cause(clause: Clause) -> tuple[Arg, list, str] | None:
 
 
 def _participle(verb) -> str | None:
+    if verb.tag_ in ("VBN", "VBD") and verb.lower_.endswith("ed"):
+        return verb.lower_
     if verb.tag_ == "VBN":
         return verb.text
     lemma = verb.lemma_.lower()
@@ -407,7 +449,7 @@ def _past(verb) -> str | None:
 
 
 def _be(clause: Clause, plural: bool) -> str | None:
-    tense = clause.verb.tag_ if not clause.auxes else clause.auxes[0].tag_
+    tense = clause.tense if not clause.auxes else clause.auxes[0].tag_
     if clause.auxes or tense not in ("VBD", "VBZ", "VBP"):
         return None
     if tense == "VBD":
@@ -497,11 +539,12 @@ def _copular_reversal(clause: Clause) -> str | None:
 def _appositives(sent) -> list[tuple[str, str, str]]:
     out = []
     for tok in sent:
-        if tok.dep_ == "appos" and tok.head.pos_ == "PROPN":
+        comma = tok.left_edge.i > 0 and sent.doc[tok.left_edge.i - 1].text in (",", "(")
+        if tok.dep_ == "appos" and tok.head.pos_ == "PROPN" and tok.pos_ == "NOUN" and comma:
             name_tokens = [t for t in tok.head.subtree if t.i < tok.left_edge.i and t.dep_ != "punct"]
             name = _lower_first(name_tokens) if name_tokens else ""
             desc = _text(_trim(tok))  # "an infamous prison now occupied by ..." -> "an infamous prison"
-            if name and desc and len(desc.split()) <= 10:
+            if name and desc and 2 < len(desc.split()) <= 10:  # "a form" alone describes nothing
                 wh = "who" if _ent(tok.head) == "PERSON" else "what"
                 out.append((_finish([wh, "is", name]), desc, f"{name[:1].upper()}{name[1:]} is {desc}."))
     return out

@@ -179,3 +179,21 @@ def test_parentheticals_left_out_and_adverbs_kept_by_the_verb(nlp):
     assert ("fronted", "When did Galactica originally form?", "2002") in qa
     qa, _ = ask(nlp, "The band has also released four albums.")
     assert ("fronted", "How many albums has the band released?", "four albums") in qa
+
+
+def test_relative_and_subordinate_clauses_are_asked_too(nlp):
+    qa, _ = ask(nlp, "Anna Lee, who founded the studio in 1998, retired in 2010.")
+    assert ("subject", "Who founded the studio in 1998?", "Anna Lee") in qa  # "who" stands for Anna Lee
+    assert ("fronted", "When did Anna Lee found the studio?", "1998") in qa
+    assert ("fronted", "When did Anna Lee retire?", "2010") in qa  # the relative clause left out of the subject
+    qa, _ = ask(nlp, "Liquid oxygen is passed through heat exchangers, which convert the liquid into gas.")
+    assert ("fronted", "What do heat exchangers convert the liquid into?", "gas") in qa
+    qa, _ = ask(nlp, "Such tankers are used to refill storage containers.")
+    assert ("purpose", "Why are such tankers used?", "to refill storage containers") in qa
+
+
+def test_references_resolve_through_relative_pronouns(nlp):
+    from imprint.synth.coref import resolve_references
+
+    out = resolve_references(nlp, ["Liquid oxygen is passed through pipes, which warm the liquid before it boils."])
+    assert out == ["Liquid oxygen is passed through pipes, which warm the liquid before liquid oxygen boils."]
