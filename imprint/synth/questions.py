@@ -585,7 +585,9 @@ def sentence_questions(sent, wordings: int = 3, max_answer_words: int = 12) -> t
         if subj_wh and subj_wh != "when":
             subj_wh = "what" if subj_wh.startswith(("what percentage", "how")) else subj_wh
             items = [("subject", _ask_subject(clause, subj_wh)), ("short", _ask_subject(clause, subj_wh, True))]
-            add(items, _trim(clause.subj.head), clause.subj.head.ent_type_ or clause.subj.dep)
+            # a relative clause's subject answers with the noun phrase alone, not the clause being asked about
+            answer = list(clause.subj.tokens) if clause.verb.dep_ == "relcl" else _trim(clause.subj.head)
+            add(items, answer, clause.subj.head.ent_type_ or clause.subj.dep)
         settings = [a for a in clause.args if a.dep == "prep" and a.start < clause.subj.start]
         for arg in clause.args:
             asked = _object_wh(arg, clause.args)

@@ -188,6 +188,8 @@ def test_relative_and_subordinate_clauses_are_asked_too(nlp):
     assert ("fronted", "When did Anna Lee retire?", "2010") in qa  # the relative clause left out of the subject
     qa, _ = ask(nlp, "Liquid oxygen is passed through heat exchangers, which convert the liquid into gas.")
     assert ("fronted", "What do heat exchangers convert the liquid into?", "gas") in qa
+    qa, _ = ask(nlp, "Newton described a force that acts on only one body.")
+    assert ("subject", "What acts on only one body?", "a force") in qa  # the noun, not the clause asked about
     qa, _ = ask(nlp, "Such tankers are used to refill storage containers.")
     assert ("purpose", "Why are such tankers used?", "to refill storage containers") in qa
 
