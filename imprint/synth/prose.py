@@ -8,7 +8,7 @@ references (`coref.py`), and writes, per chunk:
 - `raw`: the chunk under its document title; `resolved`: its sentences with references spelled out;
   `permuted`: those sentences shuffled;
 - question-answer pairs about every argument of every clause in several wordings (`questions.py`: forms
-  `subject`, `fronted`, `short`, `context`, `cause`, `purpose`, `passive`, `active`, `appositive`);
+  `subject`, `fronted`, `short`, `context`, `cause`, `purpose`, `passive`, `active`, `appositive`, `echo`);
 - `reversed`: each fact restated from its other end (passive/active, "the capital of Poland is Warsaw"), so a
   relation learned as A -> B is also seen as B -> A (the reversal curse: Berglund et al. 2023);
 - `entity`: every sentence naming an entity, across all documents, gathered under it (EntiGraph-style

@@ -12,7 +12,12 @@ clause (a verb with its subject) yields, for each of its arguments:
 - `cause` / `purpose`: "because (of)", "due to", "so that", "in order to" and purpose infinitives asked with why;
 - `passive` / `active`: the clause turned over, so the fact is asked from its other end ("What was designed by
   Anna Lee?" from an active sentence; "Who designed the bridge?" from "The bridge was designed by Anna Lee.");
-- `appositive`: "E, a Canadian band," asked as "What is E?".
+- `appositive`: "E, a Canadian band," asked as "What is E?";
+- `echo`: an entity nested inside a longer phrase, asked in place ("... the largest insurrection of what?"), so
+  every entity of the sentence is an answer somewhere.
+
+Clauses are main verbs, verbs coordinated with them, subordinate clauses of fact ("since ...") and relative
+clauses ("exchangers, which convert ..." asks about the exchangers).
 
 Text restatements from the other direction (`reversed`: "The capital of Poland is Warsaw.", "The bridge was
 designed by Anna Lee.") are written alongside. Answers are spans of the sentence: entities of every type, noun
@@ -471,7 +476,7 @@ def _turned(clause: Clause) -> list[tuple[str, str, str, str, str]]:
         if not participle or not be or _plain_wh(obj.head) is None or _plain_wh(clause.subj.head) is None:
             return out
         after, before = _rest(clause, obj, core_only=False)
-        agent = _lower_first(clause.subj.tokens)
+        agent = _subject_text(clause)
         wh_obj = _plain_wh(obj.head)
         if wh_obj != "when":
             q = _finish([wh_obj, be, participle, "by", agent, *after, *before])
@@ -618,4 +623,36 @@ def sentence_questions(sent, wordings: int = 3, max_answer_words: int = 12) -> t
     for q, desc, statement in _appositives(sent):
         add([("appositive", q)], desc, "appos")
         statements.append(statement)
+    asked = [q.answer.lower() for q in questions]
+    for ent in sent.ents:
+        name = ent.text.lower()
+        if any(name in a and len(a.split()) <= len(name.split()) + 1 for a in asked):
+            continue  # asked already, alone or with its unit ("5,000 euros")
+        if ent.root.dep_ in ("compound", "amod", "nmod", "poss", "conj"):
+            continue  # a modifier ("the Rotterdam office") or half a coordination, not a phrase of its own
+        if q := _echo(sent, ent):
+            add([("echo", q)], ent.text, ent.label_)
     return questions, statements
+
+
+_ECHO_WH = {"PERSON": "who", "MONEY": "how much", "PERCENT": "what percentage", "TIME": "what time"}
+
+
+def _echo(sent, ent) -> str | None:
+    """An entity nested inside a longer phrase ("in memory of the largest insurrection of World War II"), asked in
+    place: the sentence with the entity replaced by its question word. Not fronted, but every entity is asked."""
+    if ent.label_ == "ORDINAL" or ent.start == sent.start:
+        return None  # a sentence-initial entity is its clause's subject, asked already when it is one
+    before, after = sent.doc[sent.start : ent.start], sent.doc[ent.end : sent.end]
+    prep = before[-1].lower_ if len(before) else ""
+    wh = _ECHO_WH.get(ent.label_, "what")
+    if ent.label_ == "DATE":
+        wh = "when" if prep in _WHEN_PREPS else f"{prep} when" if prep in _WHEN_KEEP else None
+        before = before[:-1] if wh else before
+    elif ent.label_ in _PLACE and prep in ("in", "at", "near", "within"):
+        wh, before = "where", before[:-1]
+    elif ent.label_ in ("CARDINAL", "QUANTITY") and len(after) and after[0].tag_ == "NNS" and ent.end - ent.start == 1:
+        wh, after = f"how many {after[0].text}", after[1:]
+    if wh is None or (len(after) and after[0].tag_ == "POS"):
+        return None  # "Priya Raman's team": no clean question word for a possessive
+    return _finish([_lower_first(before) if len(before) else "", wh, _text(after)])

@@ -199,3 +199,13 @@ def test_references_resolve_through_relative_pronouns(nlp):
 
     out = resolve_references(nlp, ["Liquid oxygen is passed through pipes, which warm the liquid before it boils."])
     assert out == ["Liquid oxygen is passed through pipes, which warm the liquid before liquid oxygen boils."]
+
+
+def test_nested_entities_are_asked_in_place(nlp):
+    qa, _ = ask(
+        nlp, "The monument by Wincenty Kucma was erected in memory of the largest insurrection of World War II."
+    )
+    assert ("echo", "The monument by Wincenty Kucma was erected in memory of the largest insurrection of what?",
+            "World War II") in qa  # fmt: skip
+    qa, _ = ask(nlp, "Parental leave lasts 22 weeks at full pay in the London office.")
+    assert not any(f == "echo" for f, _, _ in qa)  # "22 weeks" is asked already; "London" only modifies "office"
