@@ -127,7 +127,7 @@ def _text(tokens) -> str:
     """Tokens as text; where tokens between two were left out ("Nigeria[,] as"), a space keeps the words apart."""
     tokens = list(tokens)
     pieces = []
-    for t, nxt in zip(tokens, [*tokens[1:], None], strict=True):
+    for t, nxt in zip(tokens, [*tokens[1:], None][: len(tokens)], strict=True):
         pieces.append(t.text + (t.whitespace_ if nxt is None or nxt.i == t.i + 1 else " "))
     return "".join(pieces).strip().strip(",;: ")
 

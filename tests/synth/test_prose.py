@@ -207,5 +207,7 @@ def test_nested_entities_are_asked_in_place(nlp):
     )
     assert ("echo", "The monument by Wincenty Kucma was erected in memory of the largest insurrection of what?",
             "World War II") in qa  # fmt: skip
+    qa, _ = ask(nlp, "The band played a show on the island of Bruce Springsteen")  # no final punctuation
+    assert any(f == "echo" and a == "Bruce Springsteen" for f, _, a in qa)
     qa, _ = ask(nlp, "Parental leave lasts 22 weeks at full pay in the London office.")
     assert not any(f == "echo" for f, _, _ in qa)  # "22 weeks" is asked already; "London" only modifies "office"
