@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from imprint.synth import verbs
 from imprint.synth.coref import path_to
 
 _PERSON_PRONOUNS = {"he", "she", "him", "his", "her", "they", "them", "their", "it", "its", "this", "these", "those"}
@@ -48,35 +49,6 @@ _IDIOM_OBJECTS = {"place", "part", "care", "advantage", "effect", "account", "no
 _DISCOURSE = {"however", "also", "still", "thus", "therefore", "moreover", "furthermore", "nevertheless", "then",
               "instead", "meanwhile", "though", "too", "already", "nonetheless", "hence", "indeed"}  # fmt: skip
 _DO = {"VBD": "did", "VBZ": "does", "VBP": "do"}
-# Past participles of the common irregular verbs (a regular verb's is its "-ed" past tense).
-_IRREGULAR = {
-    "be": ("was", "been"), "begin": ("began", "begun"), "bring": ("brought", "brought"),
-    "build": ("built", "built"), "buy": ("bought", "bought"), "catch": ("caught", "caught"),
-    "choose": ("chose", "chosen"), "come": ("came", "come"), "cut": ("cut", "cut"), "do": ("did", "done"),
-    "draw": ("drew", "drawn"), "drive": ("drove", "driven"), "eat": ("ate", "eaten"), "fall": ("fell", "fallen"),
-    "find": ("found", "found"), "fight": ("fought", "fought"), "forget": ("forgot", "forgotten"),
-    "freeze": ("froze", "frozen"), "get": ("got", "gotten"), "give": ("gave", "given"), "grow": ("grew", "grown"),
-    "have": ("had", "had"), "hold": ("held", "held"), "hide": ("hid", "hidden"), "keep": ("kept", "kept"),
-    "know": ("knew", "known"), "lay": ("laid", "laid"), "lead": ("led", "led"), "leave": ("left", "left"),
-    "lend": ("lent", "lent"), "lose": ("lost", "lost"), "make": ("made", "made"), "mean": ("meant", "meant"),
-    "meet": ("met", "met"), "pay": ("paid", "paid"), "put": ("put", "put"), "read": ("read", "read"),
-    "ride": ("rode", "ridden"), "ring": ("rang", "rung"), "rise": ("rose", "risen"), "run": ("ran", "run"),
-    "say": ("said", "said"), "see": ("saw", "seen"), "sell": ("sold", "sold"), "send": ("sent", "sent"),
-    "set": ("set", "set"), "shake": ("shook", "shaken"), "shoot": ("shot", "shot"), "show": ("showed", "shown"),
-    "sing": ("sang", "sung"), "speak": ("spoke", "spoken"), "spend": ("spent", "spent"),
-    "stand": ("stood", "stood"), "steal": ("stole", "stolen"), "strike": ("struck", "struck"),
-    "take": ("took", "taken"), "teach": ("taught", "taught"), "tear": ("tore", "torn"), "tell": ("told", "told"),
-    "think": ("thought", "thought"), "throw": ("threw", "thrown"), "understand": ("understood", "understood"),
-    "wear": ("wore", "worn"), "win": ("won", "won"), "write": ("wrote", "written"), "feed": ("fed", "fed"),
-    "bear": ("bore", "borne"), "beat": ("beat", "beaten"), "bind": ("bound", "bound"), "bite": ("bit", "bitten"),
-    "blow": ("blew", "blown"), "break": ("broke", "broken"), "deal": ("dealt", "dealt"), "dig": ("dug", "dug"),
-    "fly": ("flew", "flown"), "forbid": ("forbade", "forbidden"), "go": ("went", "gone"), "hang": ("hung", "hung"),
-    "hear": ("heard", "heard"), "let": ("let", "let"), "light": ("lit", "lit"), "seek": ("sought", "sought"),
-    "shut": ("shut", "shut"), "sink": ("sank", "sunk"), "slay": ("slew", "slain"), "spread": ("spread", "spread"),
-    "swear": ("swore", "sworn"), "swim": ("swam", "swum"), "wake": ("woke", "woken"), "weave": ("wove", "woven"),
-    "withdraw": ("withdrew", "withdrawn"), "overtake": ("overtook", "overtaken"),
-    "undertake": ("undertook", "undertaken"),
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -339,16 +311,6 @@ def _ask(clause: Clause, wh: str, skip: Arg, core_only=False, strand=None, front
     return _finish([wh, moved, _subject_text(clause), stay, *after, *before])
 
 
-def _third_person(verb) -> str:
-    """The verb agreeing with a singular question word: "receive" -> "receives", "have" -> "has"."""
-    lemma = verb.lemma_.lower()
-    if lemma in ("be", "have", "do"):
-        return {"be": "is", "have": "has", "do": "does"}[lemma]
-    if re.search(r"(s|sh|ch|x|z|o)$", lemma):
-        return lemma + "es"
-    return lemma[:-1] + "ies" if re.search(r"[^aeiou]y$", lemma) else lemma + "s"
-
-
 def _ask_subject(clause: Clause, wh: str, core_only=False) -> str | None:
     after, before = _rest(clause, None, core_only)
     if not after and not before and not clause.copula:
@@ -356,7 +318,7 @@ def _ask_subject(clause: Clause, wh: str, core_only=False) -> str | None:
     words = [t.text for t in clause.auxes] + ([_adverbs(clause)] if _adverbs(clause) else []) + [clause.verb.text]
     head = words[0] if clause.auxes else clause.verb
     if head == clause.verb and clause.verb.tag_ == "VBP":
-        words[-1] = _third_person(clause.verb)
+        words[-1] = verbs.third_person(clause.verb)
     elif clause.auxes and clause.auxes[0].lower_ in ("are", "have", "were", "do"):
         words[0] = {"are": "is", "have": "has", "were": "was", "do": "does"}[clause.auxes[0].lower_]
     return _finish([wh, " ".join(words), *after, *before])
@@ -426,33 +388,6 @@ def _cause(clause: Clause) -> tuple[Arg, list, str] | None:
     return None
 
 
-def _participle(verb) -> str | None:
-    if verb.tag_ in ("VBN", "VBD") and verb.lower_.endswith("ed"):
-        return verb.lower_
-    if verb.tag_ == "VBN":
-        return verb.text
-    lemma = verb.lemma_.lower()
-    if lemma in _IRREGULAR:
-        return _IRREGULAR[lemma][1]
-    if verb.tag_ == "VBD" and verb.lower_.endswith("ed"):
-        return verb.lower_
-    if verb.tag_ in ("VBZ", "VBP") and re.fullmatch(r"[a-z]+", lemma):
-        if lemma.endswith("e"):
-            return lemma + "d"
-        if re.search(r"[^aeiou]y$", lemma):
-            return lemma[:-1] + "ied"
-        if not re.search(r"[aeiou][^aeiouwxy]$", lemma):
-            return lemma + "ed"
-    return None
-
-
-def _past(verb) -> str | None:
-    lemma = verb.lemma_.lower()
-    if lemma in _IRREGULAR:
-        return _IRREGULAR[lemma][0]
-    return verb.text if verb.text.endswith("ed") else None
-
-
 def _be(clause: Clause, plural: bool) -> str | None:
     tense = clause.tense if not clause.auxes else clause.auxes[0].tag_
     if clause.auxes or tense not in ("VBD", "VBZ", "VBP"):
@@ -472,7 +407,7 @@ def _turned(clause: Clause) -> list[tuple[str, str, str, str, str]]:
         obj = objs[0]
         if clause.verb.lemma_.lower() in _NO_PASSIVE or obj.head.lower_ in _IDIOM_OBJECTS:
             return out
-        participle, be = _participle(clause.verb), _be(clause, obj.head.tag_ in ("NNS", "NNPS"))
+        participle, be = verbs.participle(clause.verb), _be(clause, obj.head.tag_ in ("NNS", "NNPS"))
         if not participle or not be or _plain_wh(obj.head) is None or _plain_wh(clause.subj.head) is None:
             return out
         after, before = _rest(clause, obj, core_only=False)
@@ -489,7 +424,7 @@ def _turned(clause: Clause) -> list[tuple[str, str, str, str, str]]:
         return out
     agents = [a for a in clause.args if a.dep == "agent"]
     objs = [c for a in agents for c in a.head.children if c.dep_ == "pobj"]
-    past = _past(clause.verb)
+    past = verbs.past(clause.verb)
     be = clause.auxes[-1].lower_ if clause.auxes else ""
     if not objs or past is None or be not in ("was", "were"):
         return out
