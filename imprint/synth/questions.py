@@ -328,6 +328,8 @@ def _object_wh(arg: Arg, clause_args=()) -> tuple[str, list, Arg | None] | None:
     """(question word, answer tokens, stranded-preposition arg) for a non-subject argument; None if not asked."""
     head = arg.head
     if arg.dep in ("dobj", "attr", "oprd", "dative"):
+        if arg.tokens[0].tag_ == "IN":
+            return None  # "stand outside hospitals" parsed as an object: a place phrase, not a thing
         if head.lower_ in _IDIOM_OBJECTS and not any(c.dep_ == "det" for c in head.children):
             return None  # "took place", "play a part": part of the verb, not an answer
         wh = _plain_wh(head)
@@ -405,7 +407,7 @@ def _turned(clause: Clause) -> list[tuple[str, str, str, str, str]]:
         if not objs or clause.copula:
             return out
         obj = objs[0]
-        if clause.verb.lemma_.lower() in _NO_PASSIVE or obj.head.lower_ in _IDIOM_OBJECTS:
+        if clause.verb.lemma_.lower() in _NO_PASSIVE or obj.head.lower_ in _IDIOM_OBJECTS or obj.tokens[0].tag_ == "IN":
             return out
         participle, be = verbs.participle(clause.verb), _be(clause, obj.head.tag_ in ("NNS", "NNPS"))
         if not participle or not be or _plain_wh(obj.head) is None or _plain_wh(clause.subj.head) is None:

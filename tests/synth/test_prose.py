@@ -190,6 +190,8 @@ def test_relative_and_subordinate_clauses_are_asked_too(nlp):
     assert ("fronted", "What do heat exchangers convert the liquid into?", "gas") in qa
     qa, _ = ask(nlp, "Newton described a force that acts on only one body.")
     assert ("subject", "What acts on only one body?", "a force") in qa  # the noun, not the clause asked about
+    qa, _ = ask(nlp, "Bulk storage containers stand outside hospitals and other institutions.")
+    assert {f for f, _, _ in qa} == {"subject"}  # the place phrase the parser calls an object is not asked as one
     qa, _ = ask(nlp, "Such tankers are used to refill storage containers.")
     assert ("purpose", "Why are such tankers used?", "to refill storage containers") in qa
 
