@@ -27,7 +27,7 @@ from imprint.errors import ImprintError
 from imprint.evaluate.calibration import Calibration, features, load_calibration
 from imprint.evaluate.metrics import normalize
 from imprint.models import DEFAULT_MODEL, wants_autocast
-from imprint.prompts import CONTEXT_INSTRUCTION, context_prompt, passages_block, qa_prompt
+from imprint.prompts import CONTEXT_INSTRUCTION, completion_prompt, context_prompt, passages_block, qa_prompt
 
 MODES = ("base", "icl", "rag", "module", "module+rag")
 RETRIEVAL_MODES = ("rag", "module+rag")
@@ -145,12 +145,12 @@ def _cache_kwarg(model) -> str:
 
 
 @torch.inference_mode()
-def _generate_in_context(model, tokenizer, documents, questions, max_new_tokens: int, progress=None):
-    """icl: the corpus is encoded once; each question continues from a copy of its KV cache."""
+def _generate_in_context(model, tokenizer, documents, questions, max_new_tokens: int, progress=None, completion=False):
+    """icl: the corpus is encoded once; each question (or completion prompt) continues from a copy of its KV cache."""
     device = next(model.parameters()).device
-    prefix = f"{CONTEXT_INSTRUCTION}{passages_block(documents)}\n\n"
+    prefix = f"{'' if completion else CONTEXT_INSTRUCTION}{passages_block(documents)}\n\n"
     prefix_ids = tokenizer(prefix, return_tensors="pt").input_ids.to(device)
-    suffixes = [tokenizer(qa_prompt(q), add_special_tokens=False).input_ids for q in questions]
+    suffixes = [tokenizer(q if completion else qa_prompt(q), add_special_tokens=False).input_ids for q in questions]
     window = context_window(model)
     needed = prefix_ids.shape[1] + max((len(s) for s in suffixes), default=0) + max_new_tokens
     if window and needed > window:
@@ -222,6 +222,14 @@ def _evidence(retriever, questions: list[str], guesses: list[str], hits: list, k
     return out
 
 
+def _prompt(question: str, hits, completion: bool) -> str:
+    """Closed book (`hits` None) or with the retrieved passages; a completion probe is continued as given."""
+    passages = None if hits is None else [(h.title, h.text) for h in hits]
+    if completion:
+        return completion_prompt(question, passages)
+    return qa_prompt(question) if passages is None else context_prompt(question, passages)
+
+
 @torch.inference_mode()
 def answer_questions(
     model: torch.nn.Module,
@@ -236,8 +244,12 @@ def answer_questions(
     max_new_tokens: int = 24,
     batch_size: int = 16,
     progress=None,
+    completion: bool = False,
 ) -> list[Answer]:
-    """Answer `questions` in `mode`; `retriever` is needed for rag modes, `corpus` [(title, text)] for icl."""
+    """Answer `questions` in `mode`; `retriever` is needed for rag modes, `corpus` [(title, text)] for icl.
+
+    `completion`: the questions are prompts to continue as given (completion probes), not wrapped as
+    `Question: ...\nAnswer:`; rag modes put the passages before the prompt."""
     if mode not in MODES:
         raise ImprintError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     if mode in RETRIEVAL_MODES and retriever is None:
@@ -252,12 +264,9 @@ def answer_questions(
             hits[i] = retriever.search(q, k)
             search_ms[i] = (time.perf_counter() - t0) * 1000
     if mode == "icl":
-        generated = _generate_in_context(model, tokenizer, corpus, questions, max_new_tokens, progress)
+        generated = _generate_in_context(model, tokenizer, corpus, questions, max_new_tokens, progress, completion)
     else:
-        prompts = [
-            context_prompt(q, [(h.title, h.text) for h in hits[i]]) if mode in RETRIEVAL_MODES else qa_prompt(q)
-            for i, q in enumerate(questions)
-        ]
+        prompts = [_prompt(q, found, completion) for q, found in zip(questions, hits, strict=True)]
         generated = _generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
     guesses = [g[0] for g in generated]
     found = _evidence(retriever, questions, guesses, hits, k) if retriever is not None else None

@@ -366,7 +366,7 @@ def cmd_eval(args) -> None:
     card["command"] = "imprint " + shlex.join(args.raw_argv)
     card_path, html_path = write_report(card, ws.root / "reports" / f"eval-{card_id()}")
     if args.json:
-        keys = ("exact_match", "token_f1", "n")
+        keys = ("exact_match", "token_f1", "answer_contained", "n")
         print(json.dumps({s["system"]: {k: s[k] for k in keys} for s in card["systems"]}))
         return
     print_scorecard(card, console)
@@ -484,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
             choices=["local", "openai", "none"],
             help="who writes paraphrase/qa/entigraph/active-reading data: local (the base model in process, the "
             "default), openai (any OpenAI-compatible endpoint; key from $IMPRINT_GENERATOR_API_KEY or "
-            "$OPENAI_API_KEY), none (rules and raw only)",
+            "$OPENAI_API_KEY), none (prose, rules and raw only)",
         )
         p.add_argument("--tokens", metavar="N", help="generation budget, e.g. 500k: spread over documents by size")
         p.add_argument("--base-url", help="openai generator endpoint, e.g. http://127.0.0.1:8000/v1")
@@ -509,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strategy",
         default="rules",
-        help="rules (default) or raw (no generator); paraphrase, qa, entigraph or active-reading (a generator writes)",
+        help="rules (default), prose (spaCy parse of every clause; falls back to rules without spaCy) or raw (no "
+        "generator); paraphrase, qa, entigraph or active-reading (a generator writes)",
     )
     p.add_argument("--name", help="dataset name (default: the strategy's name)")
     p.add_argument("--show", type=int, default=0, metavar="N", help="print N sample records")
@@ -533,7 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("learn", help="ingest -> synth -> train in one go")
     p.add_argument("paths", nargs="+")
     p.add_argument("--name", default="default", help="module name")
-    p.add_argument("--strategy", default="rules")
+    p.add_argument(
+        "--strategy",
+        default="rules",
+        help="synthesis strategy: rules (default), prose (spaCy parse; not yet measured in training), raw, ... "
+        "(see `imprint synth --help`)",
+    )
     p.add_argument("--method", default="lora", choices=methods, help=method_help)
     p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
     collection_flag(p, what="add to this collection and train on its documents only (default: default)")

@@ -21,6 +21,11 @@ def passages_block(passages: list[tuple[str, str]]) -> str:
 CONTEXT_INSTRUCTION = "Answer the question in a few words, using only the passages below.\n\n"
 
 
+def completion_prompt(prompt: str, passages: list[tuple[str, str]] | None = None) -> str:
+    """A completion probe continues its prompt as given; open-book modes put the passages before it."""
+    return f"{passages_block(passages)}\n\n{prompt}" if passages else prompt
+
+
 def context_prompt(question: str, passages: list[tuple[str, str]]) -> str:
     """Open-book prompt (rag, module+rag, icl): passages, then the same question format the modules learn."""
     return f"{CONTEXT_INSTRUCTION}{passages_block(passages)}\n\n{qa_prompt(question)}"

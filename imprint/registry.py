@@ -12,6 +12,7 @@ from imprint.errors import ConfigError
 STRATEGIES: dict[str, str] = {
     "raw": "imprint.synth.raw:RawStrategy",
     "rules": "imprint.synth.rules:RulesStrategy",
+    "prose": "imprint.synth.prose:ProseStrategy",
     "paraphrase": "imprint.synth.paraphrase:ParaphraseStrategy",
     "qa": "imprint.synth.qa:QAStrategy",
     "entigraph": "imprint.synth.entigraph:EntiGraphStrategy",

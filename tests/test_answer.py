@@ -10,7 +10,7 @@ from imprint.errors import ImprintError
 from imprint.evaluate.calibration import Calibration
 from imprint.ingest import chunk_text
 from imprint.models import load_base
-from imprint.prompts import CONTEXT_INSTRUCTION, passages_block, qa_prompt
+from imprint.prompts import CONTEXT_INSTRUCTION, completion_prompt, passages_block, qa_prompt
 from imprint.retrieval import Retriever
 from imprint.workspace import Workspace
 
@@ -63,6 +63,14 @@ def test_icl_cache_reuse_gives_the_same_answer_as_the_full_prompt(base):
     full = _generate(base.model, base.tokenizer, prompts, max_new_tokens=8, batch_size=1)
     assert [(a, round(p, 3)) for a, p, _, _ in cached] == [(a, round(p, 3)) for a, p, _, _ in full]
     assert [n for _, _, n, _ in cached] == [n for _, _, n, _ in full]
+
+
+def test_icl_completion_continues_the_prompt_after_the_corpus(base):
+    documents = [("Team", TEXT)]
+    prompts = ["Priya Raman has served as chief financial officer since", "Employees receive"]
+    cached = _generate_in_context(base.model, base.tokenizer, documents, prompts, max_new_tokens=8, completion=True)
+    full = _generate(base.model, base.tokenizer, [completion_prompt(p, documents) for p in prompts], 8, batch_size=1)
+    assert [(a, round(p, 3), n) for a, p, n, _ in cached] == [(a, round(p, 3), n) for a, p, n, _ in full]
 
 
 def test_icl_refuses_a_corpus_larger_than_the_window(base):

@@ -6,6 +6,10 @@ learn it?); `retain` items are general knowledge the base model had (did it forg
 samples in the shared retention folder, which are read by path in exactly this format. An item with `choices`
 is scored by log-likelihood choice (its `answers` name the right choice); one without, by exact match and F1.
 `answerable: false` marks a question the corpus cannot answer: the right behaviour is to abstain.
+
+A completion probe has `"prompt"` instead of `"question"` (and optionally `"probe"`: its kind, e.g. `memorise`,
+`paraphrase`, `hard`): the model continues the prompt as given, with no `Question:/Answer:` wrapper, and is right
+when its continuation produces an accepted answer. The prompt is kept in `question` with `completion` set.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class EvalItem:
     doc_ids: tuple[str, ...] = ()
     answerable: bool = True
     source: str = ""  # the file (stem) the item came from: retention benchmarks are reported per file
+    completion: bool = False  # `question` is a prompt to continue as given (a completion probe)
+    probe: str = ""  # a completion probe's kind (memorise, paraphrase, hard...), reported apart
 
     @property
     def is_choice(self) -> bool:
@@ -47,9 +53,13 @@ class EvalItem:
 def _item(raw: dict, path: Path, n: int) -> EvalItem:
     if not isinstance(raw, dict):
         raise TypeError("not a JSON object")
-    question, answers = raw["question"], raw["answers"]
+    completion = "prompt" in raw and "question" not in raw
+    question, answers = raw["prompt"] if completion else raw["question"], raw["answers"]
     if not isinstance(question, str) or not question.strip():
-        raise TypeError("'question' must be a non-empty string")
+        raise TypeError(f"'{'prompt' if completion else 'question'}' must be a non-empty string")
+    probe = raw.get("probe", "")
+    if not isinstance(probe, str):
+        raise TypeError("'probe' must be a string")
     if isinstance(answers, str) or not all(isinstance(a, str) for a in answers):
         raise TypeError("'answers' must be a list of strings")
     split = raw.get("split", "learn")
@@ -68,7 +78,11 @@ def _item(raw: dict, path: Path, n: int) -> EvalItem:
         doc_ids=tuple(raw.get("doc_ids") or ()),
         answerable=answerable,
         source=path.stem,
+        completion=completion,
+        probe=probe if completion else "",
     )
+    if completion and choices:
+        raise TypeError("a completion probe ('prompt') cannot have 'choices'")
     if choices:
         if len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
             raise TypeError("'choices' must list at least two non-empty strings")
@@ -92,7 +106,9 @@ def load_eval_set(path: str | Path) -> list[EvalItem]:
         try:
             items.append(_item(json.loads(line), path, n))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ImprintError(f"{path}:{n}: each line must be JSON with 'question' and 'answers' ({exc})") from None
+            raise ImprintError(
+                f"{path}:{n}: each line must be JSON with 'question' (or 'prompt') and 'answers' ({exc})"
+            ) from None
     if not items:
         raise ImprintError(f"eval set {path} holds no questions")
     return items
@@ -127,7 +143,10 @@ def write_eval_set(path: Path, items: list[EvalItem]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = []
     for i in items:
-        raw = {"id": i.id, "question": i.question, "answers": list(i.answers), "split": i.split}
+        raw = {"id": i.id, "prompt" if i.completion else "question": i.question, "answers": list(i.answers)}
+        raw["split"] = i.split
+        if i.probe:
+            raw["probe"] = i.probe
         if i.choices:
             raw["choices"] = list(i.choices)
         if i.doc_ids:

@@ -13,6 +13,11 @@ eval item is compared with every synthetic record of every dataset listed in the
 
 Short answers ("27 days", a name) are in the training data by design: the corpus states them. What must not be
 there is the eval question itself.
+
+Completion probes of kind `memorise` are exempt: they are beginnings of the corpus's own sentences by design
+(they measure recall of the text as written), so every training set that holds the corpus contains them. They are
+counted in the report (`exempt_items`); other probes (`paraphrase`, `hard`: the fact reworded) are checked like
+questions, since finding their wording in the training data would mean the eval set leaked.
 """
 
 from __future__ import annotations
@@ -52,6 +57,14 @@ def ngram_containment(question: str, other: str, n: int = 3) -> float:
     return len(mine & theirs) / len(mine)
 
 
+VERBATIM_PROBES = ("memorise",)  # probe kinds that quote the corpus on purpose
+
+
+def exempt(item: EvalItem) -> bool:
+    """A probe that is corpus text by design: comparing it with training data that holds the corpus means nothing."""
+    return item.completion and item.probe in VERBATIM_PROBES
+
+
 def find_leaks(
     items: list[EvalItem],
     records: dict[str, list[SynthRecord]],
@@ -70,7 +83,7 @@ def find_leaks(
             prepared.append((r, grams, normalize(r.answer), everything, shown[:300]))
         for item in items:
             question_words = normalize(item.question).split()
-            if not question_words:
+            if not question_words or exempt(item):
                 continue
             question = f" {' '.join(question_words)} "
             n = min(3, len(question_words))
@@ -109,9 +122,12 @@ def training_records(ws, manifests: list[dict]) -> dict[str, list[SynthRecord]]:
 def leakage_report(items: list[EvalItem], records: dict[str, list[SynthRecord]], threshold: float = 0.8) -> dict:
     """The scorecard's `leakage` block: what was checked, and every leak found (`ok` is False if any)."""
     leaks = find_leaks(items, records, threshold)
+    exempted = [i.id for i in items if exempt(i)]
     return {
         "ok": not leaks,
-        "checked_items": len(items),
+        "checked_items": len(items) - len(exempted),
+        "exempt_items": len(exempted),
+        "exempt_reason": "memorise probes quote the corpus's own sentences by design" if exempted else "",
         "checked_records": sum(len(r) for r in records.values()),
         "datasets": sorted(records),
         "near_duplicate_threshold": threshold,

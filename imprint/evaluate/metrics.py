@@ -1,4 +1,6 @@
-"""Answer metrics, SQuAD-style: normalised exact match and token F1, each the best over accepted answers."""
+"""Answer metrics, SQuAD-style: normalised exact match and token F1, each the best over accepted answers, and
+"answer contained": an accepted answer appears, as whole words, inside the output (the measure for continuations,
+which go on past the answer)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,11 @@ def token_f1(prediction: str, answers: list[str]) -> float:
             precision, recall = common / len(pred), common / len(gold)
             best = max(best, 2 * precision * recall / (precision + recall))
     return best
+
+
+def answer_contained(prediction: str, answers: list[str]) -> float:
+    pred = f" {normalize(prediction)} "
+    return float(any(normalize(a) and f" {normalize(a)} " in pred for a in answers))
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -6,8 +6,10 @@ is loaded once for base/icl/rag, then each module is attached to a freshly loade
 module+rag, so no adapter can leak into the base's scores or be silently missing from a module's (the manifest
 of each module is recorded).
 
-- learned: exact match and token F1 on open `learn` questions, log-likelihood choice accuracy on multiple-choice
-  ones, an optional LLM judge, abstention on unanswerable questions and calibration (ECE) of the confidence.
+- learned: exact match, token F1 and "answer contained" on open `learn` questions (completion probes continue
+  their prompt as given, and are also reported per probe kind: `by_probe`), log-likelihood choice accuracy on
+  multiple-choice ones, an optional LLM judge, abstention on unanswerable questions and calibration (ECE) of the
+  confidence.
 - forgot: a property of the weights. Self-retention (see `forgetting.py`) and any `retain` benchmark are scored
   once per weights, closed book; icl and rag leave the base weights untouched, so they share the base's
   retention (no forgetting by construction) and module+rag shares its module's.
@@ -30,7 +32,7 @@ from imprint.evaluate.choice import score_choice_items
 from imprint.evaluate.evalset import EvalItem, load_eval_set, load_eval_sets
 from imprint.evaluate.forgetting import compare_to_base, retention_samples, run_lm_eval, score_samples
 from imprint.evaluate.leakage import describe, leakage_report, training_records
-from imprint.evaluate.metrics import exact_match, mean, percentile, token_f1
+from imprint.evaluate.metrics import answer_contained, exact_match, mean, percentile, token_f1
 from imprint.models import DEFAULT_MODEL, load_base
 from imprint.progress import Bar
 
@@ -66,12 +68,24 @@ def plan_systems(modules: list[str], modes: list[str] | tuple[str, ...] = MODES)
     return specs
 
 
-def _answer(model, tokenizer, questions: list[str], spec: SystemSpec, context: dict, label: str):
+def _answer(model, tokenizer, items: list[EvalItem], spec: SystemSpec, context: dict, label: str):
     """Answer as `imprint ask` would in this mode: with the workspace's retriever (evidence, support) and the
-    system's fitted calibration (confidence, abstention). `context` without a retriever answers bare."""
+    system's fitted calibration (confidence, abstention). `context` without a retriever answers bare.
+    Questions and completion probes are answered apart (two prompt formats) and returned in item order."""
+    answers: dict[int, object] = {}
+    for completion in (False, True):
+        positions = [n for n, item in enumerate(items) if item.completion == completion]
+        if positions:
+            questions = [items[n].question for n in positions]
+            got = _answer_batch(model, tokenizer, questions, spec, context, label, completion)
+            answers.update(zip(positions, got, strict=True))
+    return [answers[n] for n in range(len(items))]
+
+
+def _answer_batch(model, tokenizer, questions: list[str], spec: SystemSpec, context: dict, label: str, completion):
     from imprint.answer import answer_questions
 
-    with Bar(label, unit="questions") as bar:
+    with Bar(label, unit="probes" if completion else "questions") as bar:
         return answer_questions(
             model,
             tokenizer,
@@ -82,6 +96,7 @@ def _answer(model, tokenizer, questions: list[str], spec: SystemSpec, context: d
             corpus=context.get("corpus") if spec.mode == "icl" else None,
             calibration=context.get("calibrations", {}).get(spec.name),
             progress=lambda done, total: bar.update(done, total),
+            completion=completion,
         )
 
 
@@ -103,6 +118,9 @@ def _open_rows(items: list[EvalItem], answers) -> list[dict]:
                 "evidence": list(getattr(ans, "evidence", []) or []),
                 "em": exact_match(ans.answer, gold) if item.answerable else None,
                 "f1": token_f1(ans.answer, gold) if item.answerable else None,
+                "contained": answer_contained(ans.answer, gold) if item.answerable else None,
+                "completion": item.completion,
+                "probe": item.probe,
                 "latency_ms": ans.latency_ms,
                 "prompt_tokens": getattr(ans, "prompt_tokens", None),
             }
@@ -122,6 +140,8 @@ def learned_metrics(rows: list[dict], choice_rows: list[dict]) -> dict:
         "n": len(answerable),
         "exact_match": _r(mean([r["em"] for r in answerable])),
         "token_f1": _r(mean([r["f1"] for r in answerable])),
+        "answer_contained": _r(mean([r.get("contained") for r in answerable])),
+        "by_probe": by_probe(answerable),
         "n_choice": len(choice_rows),
         "choice_accuracy": _r(mean([r["correct"] for r in choice_rows])),
         "choice_accuracy_norm": _r(mean([r["correct_norm"] for r in choice_rows])),
@@ -134,6 +154,22 @@ def learned_metrics(rows: list[dict], choice_rows: list[dict]) -> dict:
     if answerable:
         confidences, correct = [r["confidence"] for r in answerable], [r["em"] for r in answerable]
         out["ece"] = _r(expected_calibration_error(confidences, correct))
+    return out
+
+
+def by_probe(rows: list[dict]) -> dict:
+    """EM, F1 and answer contained per completion-probe kind (memorise, paraphrase, hard...): recall of the text
+    as written and knowledge of the fact beyond its wording are different things, never averaged together."""
+    kinds = sorted({r["probe"] or "completion" for r in rows if r.get("completion")})
+    out = {}
+    for kind in kinds:
+        mine = [r for r in rows if r.get("completion") and (r["probe"] or "completion") == kind]
+        out[kind] = {
+            "n": len(mine),
+            "exact_match": _r(mean([r["em"] for r in mine])),
+            "token_f1": _r(mean([r["f1"] for r in mine])),
+            "answer_contained": _r(mean([r["contained"] for r in mine])),
+        }
     return out
 
 
@@ -159,8 +195,7 @@ def _benchmarks(model, tokenizer, items: list[EvalItem], spec: SystemSpec) -> di
         choice_items = [i for i in mine if i.is_choice]
         result: dict = {"n": len(mine)}
         if open_items:
-            questions = [i.question for i in open_items]
-            answers = _answer(model, tokenizer, questions, spec, {}, f"retain {source}")  # bare: no retriever
+            answers = _answer(model, tokenizer, open_items, spec, {}, f"retain {source}")  # bare: no retriever
             rows = _open_rows(open_items, answers)
             result.update(exact_match=_r(mean([r["em"] for r in rows])), token_f1=_r(mean([r["f1"] for r in rows])))
         if choice_items:
@@ -227,7 +262,7 @@ def score_system(spec: SystemSpec, model, tokenizer, items: list[EvalItem], cont
     choice_items = [i for i in items if i.is_choice]
     rows: list[dict] = []
     if open_items:
-        answers = _answer(model, tokenizer, [i.question for i in open_items], spec, context, f"eval {spec.name}")
+        answers = _answer(model, tokenizer, open_items, spec, context, f"eval {spec.name}")
         rows = _open_rows(open_items, answers)
         if judge is not None:
             graded = [r for r in rows if r["answerable"]]

@@ -298,6 +298,19 @@ def resolve_pronouns(sentences: list[str]) -> list[str]:
     return out
 
 
+def cap_per_answer(records: list[SynthRecord], limit: int, rng: random.Random) -> list[SynthRecord]:
+    """Keep at most `limit` pairs per answer, so a name answering dozens of blanks (usually the organisation
+    itself) does not become the model's reflex answer to every question."""
+    by_answer: dict[str, list[SynthRecord]] = defaultdict(list)
+    for r in records:
+        by_answer[r.answer.lower()].append(r)
+    kept = []
+    for group in by_answer.values():
+        kept.extend(group if len(group) <= limit else rng.sample(group, limit))
+    keep = {r.id for r in kept}
+    return [r for r in records if r.id in keep]
+
+
 class RulesStrategy:
     """Registered as `rules`: no generator, deterministic for a given seed."""
 
@@ -355,18 +368,7 @@ class RulesStrategy:
         return out
 
     def _cap_answers(self, records: list[SynthRecord], rng: random.Random) -> list[SynthRecord]:
-        """Keep at most `max_per_answer` pairs per answer, so a name answering dozens of blanks (usually the
-        organisation itself) does not become the model's reflex answer to every question."""
-        by_answer: dict[str, list[SynthRecord]] = defaultdict(list)
-        for r in records:
-            by_answer[r.answer.lower()].append(r)
-        kept = []
-        for group in by_answer.values():
-            kept.extend(
-                group if len(group) <= self.config.max_per_answer else rng.sample(group, self.config.max_per_answer)
-            )
-        keep = {r.id for r in kept}
-        return [r for r in records if r.id in keep]
+        return cap_per_answer(records, self.config.max_per_answer, rng)
 
     def _entity_texts(self, doc_sentences: list[tuple[str, str]], known: set[str]) -> list[SynthRecord]:
         mentions: dict[str, list[tuple[str, str]]] = defaultdict(list)

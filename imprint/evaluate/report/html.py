@@ -71,8 +71,9 @@ def _ece(system: dict) -> str:
 
 def _scorecard_table(card: dict) -> str:
     head = (
-        "<tr><th rowspan=2>system</th><th colspan=6>learned</th><th colspan=3>forgot</th><th colspan=6>cost</th></tr>"
-        "<tr><th>EM</th><th>token F1</th><th>choice acc (norm)</th><th>judge</th><th>abstains on unanswerable</th>"
+        "<tr><th rowspan=2>system</th><th colspan=7>learned</th><th colspan=3>forgot</th><th colspan=6>cost</th></tr>"
+        "<tr><th>EM</th><th>token F1</th><th>answer contained</th><th>choice acc (norm)</th><th>judge</th>"
+        "<th>abstains on unanswerable</th>"
         "<th>ECE</th><th>top-1 agreement with base</th><th>&Delta;NLL (KL est.)</th><th>retention benchmarks "
         "&Delta;</th><th>train s</th><th>train tokens</th><th>module MB</th><th>latency p50 / p95 ms</th>"
         "<th>prompt tokens</th><th>weights</th></tr>"
@@ -93,7 +94,8 @@ def _scorecard_table(card: dict) -> str:
         rows.append(
             f'<tr class="system"><td><span class="mode" style="background:{colour}"></span>{escape(s["system"])}'
             f' <span class="note">{escape(s["mode"])}</span></td>'
-            f"{_cell(s['exact_match'])}{_cell(s['token_f1'])}<td class='num'>{choice}</td>{_cell(s['judge_accuracy'])}"
+            f"{_cell(s['exact_match'])}{_cell(s['token_f1'])}{_cell(s.get('answer_contained'))}"
+            f"<td class='num'>{choice}</td>{_cell(s['judge_accuracy'])}"
             f"{_cell(s['abstention_unanswerable'])}{_ece(s)}"
             f"{_cell(forgot['self']['top1_agreement'])}{_cell(forgot['self']['nll_delta'], 4)}"
             f"<td>{'<br>'.join(deltas) or '&ndash;'}</td>"

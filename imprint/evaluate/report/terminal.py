@@ -24,6 +24,7 @@ def scorecard_table(card: dict) -> Table:
         "system",
         "EM",
         "F1",
+        "answer\ncontained",
         "choice",
         "abstain\nunansw.",
         "ECE",
@@ -43,6 +44,7 @@ def scorecard_table(card: dict) -> Table:
             f"{s['system']} [dim]{s['mode']}[/dim]",
             _f(s["exact_match"]),
             _f(s["token_f1"]),
+            _f(s.get("answer_contained")),
             _f(s["choice_accuracy_norm"]),
             _f(s["abstention_unanswerable"], 2),
             _f(s["ece"]),
@@ -57,6 +59,25 @@ def scorecard_table(card: dict) -> Table:
     return table
 
 
+def probe_table(card: dict) -> Table | None:
+    """Completion probes per kind (memorise / paraphrase / hard): EM, F1, answer contained for every system."""
+    kinds = sorted({k for s in card["systems"] for k in s.get("by_probe", {})})
+    if not kinds:
+        return None
+    table = Table("system", *(f"{k}\nn | EM | F1 | contained" for k in kinds), title="completion probes by kind")
+    for s in card["systems"]:
+        cells = []
+        for kind in kinds:
+            m = s.get("by_probe", {}).get(kind)
+            cells.append(
+                "-"
+                if m is None
+                else f"{m['n']} | {_f(m['exact_match'])} | {_f(m['token_f1'])} | {_f(m['answer_contained'])}"
+            )
+        table.add_row(s["system"], *cells)
+    return table
+
+
 def print_scorecard(card: dict, console: Console) -> None:
     leak = card["leakage"]
     if not leak["ok"]:
@@ -65,7 +86,9 @@ def print_scorecard(card: dict, console: Console) -> None:
             f"({', '.join(leak['leaked_items'][:8])}): their scores measure memorisation[/bold red]"
         )
     wide = console if console.is_terminal else Console(file=console.file, width=max(console.width, 180))
-    wide.print(scorecard_table(card))  # piped or logged: do not squeeze 13 columns into 80 characters
+    wide.print(scorecard_table(card))  # piped or logged: do not squeeze 14 columns into 80 characters
+    if (probes := probe_table(card)) is not None:
+        wide.print(probes)
     for name, reason in card.get("skipped", {}).items():
         console.print(f"[yellow]not scored: {name}: {reason}[/yellow]")
     if leak["ok"]:
@@ -73,3 +96,5 @@ def print_scorecard(card: dict, console: Console) -> None:
             f"[dim]leakage check: none of {leak['checked_items']} eval items in {leak['checked_records']} "
             f"training records[/dim]"
         )
+    if leak.get("exempt_items"):
+        console.print(f"[dim]not checked for leakage: {leak['exempt_items']} items ({leak['exempt_reason']})[/dim]")

@@ -1,0 +1,205 @@
+"""What a module learns of real prose: learn + eval on the knowledge dev sets and the bundled sample corpus.
+
+For each set (`squad_dev`: Wikipedia passages with crowd-written questions; `fictional_dev`: invented articles with
+completion probes of three kinds; `sample`: the bundled handbook with its held-out questions) this ingests the
+(first `--docs`) documents, synthesises with each `--strategies` strategy, trains a LoRA module per strategy with
+the default recipe (or, with `--train-tokens`, on exactly that many training tokens drawn from each strategy's
+records, so strategies are compared at an equal budget), and scores base / rag / module / module+rag on the
+questions about those documents (`--questions` at most): exact match, token F1 and answer contained, completion
+probes per kind, self-retention (top-1 agreement with the base, ΔNLL), training tokens and wall time.
+It ends with the ratio module F1 / rag F1 measured in the same run.
+
+The dev sets are read by path from `../shared/data/knowledge/` (never copied into the project); the questions
+are never trained on (the leakage check of `imprint eval` runs on every set). Each stage is cached under `--out`
+(results.json, one workspace per set), so an interrupted run continues and a rerun prints the tables.
+
+    python bench/knowledge.py --sets squad_dev --docs 10 --epochs 2 [--strategies prose,rules] [--train-tokens N]
+
+`--out` defaults to ~/.cache/imprint/bench/knowledge ($IMPRINT_CACHE); `--model tiny` checks the plumbing in
+seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from imprint import pipeline
+from imprint.evaluate.evalset import load_eval_set, write_eval_set
+from imprint.evaluate.run import EvalOptions, evaluate
+from imprint.models import DEFAULT_MODEL, cache_root, load_tokenizer
+from imprint.synth.records import read_records, write_records
+from imprint.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+KNOWLEDGE = ROOT.parent / "shared" / "data" / "knowledge"
+SETS = {
+    "squad_dev": (KNOWLEDGE / "squad_dev" / "corpus", KNOWLEDGE / "squad_dev" / "questions.jsonl"),
+    "fictional_dev": (KNOWLEDGE / "fictional_dev" / "corpus", KNOWLEDGE / "fictional_dev" / "questions.jsonl"),
+    "sample": (ROOT / "imprint" / "data" / "sample" / "corpus", ROOT / "imprint" / "data" / "sample" / "eval.jsonl"),
+}
+SYSTEMS = ("base", "rag", "module", "module+rag")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def select(name: str, args) -> tuple[list[Path], list]:
+    """The first `--docs` documents of a set and its answerable questions about them (`--questions` at most)."""
+    corpus, questions = SETS[name]
+    if not corpus.is_dir() or not questions.is_file():
+        sys.exit(f"imprint: error: dev set {name} not found at {corpus} (expected ../shared/data/knowledge/)")
+    docs = sorted(p for p in corpus.iterdir() if p.is_file() and not p.name.startswith("."))
+    docs = docs[: args.docs] if args.docs else docs
+    names = {p.name for p in docs}
+    items = [i for i in load_eval_set(questions) if i.answerable and (not i.doc_ids or set(i.doc_ids) <= names)]
+    return docs, items[: args.questions] if args.questions else items
+
+
+def dataset_for(ws, set_name: str, strategy: str, args, tokenizer) -> str:
+    """The strategy's records (synthesised once), or with `--train-tokens` a seeded sample of exactly that budget."""
+    full = f"{set_name}-{strategy}"
+    if full not in {d.name for d in ws.datasets()}:
+        log(f"{set_name}: synth {strategy}")
+        pipeline.synth(ws, strategy, full, model=args.model)
+    if not args.train_tokens:
+        return full
+    from synth_strategies import sample_to_budget  # the equal-budget sampler of bench/synth_strategies.py
+
+    name = f"{full}-{args.train_tokens}"
+    if name not in {d.name for d in ws.datasets()}:
+        pool = read_records(Path(ws.get_dataset(full).path))
+        picked, tokens = sample_to_budget(pool, tokenizer, args.train_tokens, args.max_len, args.seed)
+        manifest = {"name": name, "strategy": f"bench:{strategy}", "n_records": len(picked), "tokens": tokens,
+                    "distinct_records": len(pool)}  # fmt: skip
+        directory = ws.data_dir(name)
+        write_records(directory, picked, manifest)
+        ws.register_dataset(name, str(directory), len(picked), ws.corpus_version(), manifest)
+    return name
+
+
+def run_set(set_name: str, args, results: dict, save) -> dict:
+    out = Path(args.out) / set_name
+    docs, items = select(set_name, args)
+    ws = Workspace.open(out / "ws")
+    pipeline.add(ws, [str(p) for p in docs], model=args.model)
+    eval_path = write_eval_set(out / "questions.jsonl", items)
+    tokenizer = load_tokenizer(args.model)
+    done = results.setdefault(set_name, {"docs": len(docs), "questions": len(items), "modules": {}})
+    for strategy in args.strategies:
+        module = f"m-{strategy}"
+        if module in done["modules"]:
+            continue
+        data = dataset_for(ws, set_name, strategy, args, tokenizer)
+        log(f"{set_name}: train {module} on {data}")
+        train = {"epochs": 1 if args.train_tokens else args.epochs, "seed": args.seed, "checkpoint_every": 0}
+        if args.threads:
+            train["threads"] = args.threads
+        manifest = pipeline.train_module(ws, [data], module, "lora", args.model, {"train": train})
+        synth = ws.get_dataset(data).manifest
+        done["modules"][module] = {
+            "strategy": strategy,
+            "records": synth.get("n_records"),
+            "train_tokens": manifest["metrics"]["tokens"],
+            "train_s": manifest["metrics"]["wall_s"],
+            "loss_last": manifest["metrics"].get("loss_last"),
+        }
+        save()
+    if "systems" not in done and not args.train_only:
+        log(f"{set_name}: eval {len(items)} items, systems {','.join(args.systems)}")
+        t0 = time.perf_counter()
+        options = EvalOptions(modes=tuple(args.systems), retention_samples=args.retention_samples)
+        card = evaluate(ws, [eval_path], [f"m-{s}" for s in args.strategies], model=args.model, options=options)
+        done["eval_s"] = round(time.perf_counter() - t0)
+        done["leakage_ok"] = card["leakage"]["ok"]
+        done["systems"] = {
+            s["system"]: {
+                "em": s["exact_match"],
+                "f1": s["token_f1"],
+                "contained": s["answer_contained"],
+                "by_probe": s["by_probe"],
+                "top1": s["forgot"]["self"]["top1_agreement"],
+                "nll_delta": s["forgot"]["self"]["nll_delta"],
+            }
+            for s in card["systems"]
+        }
+        save()
+    return done
+
+
+def _f(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_set(set_name: str, done: dict) -> None:
+    print(f"\n{set_name}: {done['docs']} documents, {done['questions']} questions (eval {done.get('eval_s', '-')} s, "
+          f"leakage check {'ok' if done.get('leakage_ok') else 'FAILED'})")  # fmt: skip
+    kinds = sorted({k for s in done["systems"].values() for k in s["by_probe"]})
+    head = f"{'system':<16}{'EM':>7}{'F1':>7}{'contained':>10}" + "".join(f"{k[:10]:>11}" for k in kinds)
+    print(head + f"{'top-1':>7}{'ΔNLL':>8}{'records':>9}{'tokens':>9}{'train s':>9}")
+    for name, s in done["systems"].items():
+        module = done["modules"].get(name.split("@")[0].removesuffix("+rag"), {})
+        probes = "".join(f"{_f(s['by_probe'].get(k, {}).get('answer_contained')):>11}" for k in kinds)
+        cost = f"{module.get('records', '-'):>9}{module.get('train_tokens', '-'):>9}{_f(module.get('train_s'), 0):>9}"
+        print(f"{name:<16}{_f(s['em']):>7}{_f(s['f1']):>7}{_f(s['contained']):>10}{probes}"
+              f"{_f(s['top1']):>7}{_f(s['nll_delta'], 2):>8}{cost if module else ''}")  # fmt: skip
+    rag = done["systems"].get("rag", {}).get("f1")
+    for name, s in done["systems"].items():
+        if rag and name.startswith("m-") and s["f1"] is not None:
+            print(f"F1 {name} / rag: {s['f1'] / rag:.2f}x")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default="squad_dev,fictional_dev,sample", help="comma-separated: " + ",".join(SETS))
+    parser.add_argument("--docs", type=int, default=0, help="first N documents of each set (0: all)")
+    parser.add_argument("--questions", type=int, default=0, help="at most N questions per set (0: all)")
+    parser.add_argument("--strategies", default="prose", help="comma-separated synthesis strategies, one module each")
+    parser.add_argument("--epochs", type=int, default=5, help="training epochs (the default recipe's)")
+    parser.add_argument("--train-tokens", type=int, default=0, help="train each module on exactly N tokens instead")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: base,icl,rag,module,module+rag")
+    parser.add_argument("--retention-samples", type=int, default=8, help="base-model samples for self-retention")
+    parser.add_argument("--train-only", action="store_true", help="stop after training (eval on a later run)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--max-len", type=int, default=384)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--out", default=str(cache_root() / "bench" / "knowledge"), help="stage cache")
+    args = parser.parse_args()
+    args.sets = [s for s in args.sets.split(",") if s]
+    args.strategies = [s for s in args.strategies.split(",") if s]
+    args.systems = [s for s in args.systems.split(",") if s]
+    unknown = sorted(set(args.sets) - set(SETS))
+    if unknown:
+        sys.exit(f"imprint: error: unknown set {', '.join(unknown)}: choose from {', '.join(SETS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    settings = {k: getattr(args, k) for k in ("docs", "questions", "epochs", "train_tokens", "seed", "model")}
+    results = json.loads(results_path.read_text()) if results_path.exists() else {"settings": settings}
+    if results["settings"] != settings:
+        sys.exit(f"imprint: error: {out} holds a run with other settings ({results['settings']}): use another --out")
+
+    def save():
+        results_path.write_text(json.dumps(results, indent=1))
+
+    t0 = time.perf_counter()
+    for set_name in args.sets:
+        run_set(set_name, args, results, save)
+    for set_name in args.sets:
+        if "systems" in results[set_name]:
+            print_set(set_name, results[set_name])
+    print(f"\nwall clock this invocation: {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
