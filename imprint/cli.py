@@ -418,12 +418,13 @@ def cmd_modules(args) -> None:
     if args.json:
         print(json.dumps(rows))
         return
-    table = Table("module", "current", "parent", "method", "base model", "collection", "corpus", "datasets",
-                  "held-in F1", "created")  # fmt: skip
+    table = Table("module", "parent", "method", "collection", "corpus", "held-in F1", "datasets")
+    table.caption = "* current: what a bare name resolves to (`imprint rollback NAME@N`); --json: base model, created"
     for r in rows:
         f1 = "-" if r["heldin_f1"] is None else f"{r['heldin_f1']:.2f}"
-        cells = [r["method"], r["base_model"], r["collection"], r["corpus_version"], ", ".join(r["datasets"]), f1]
-        table.add_row(r["module"], "*" if r["current"] else "", r["parent"] or "-", *cells, r["created_at"])
+        module = r["module"] + (" *" if r["current"] else "")
+        cells = [r["method"], r["collection"], r["corpus_version"], f1, ", ".join(r["datasets"])]
+        table.add_row(module, r["parent"] or "-", *cells)
     console.print(table)
 
 
