@@ -60,8 +60,8 @@ def cmd_remove(args) -> None:
         console.print(f"  removed  {doc.id}  {doc.uri}")
     for collection in sorted({doc.collection for doc in removed}):
         console.print(
-            f"collection {collection}: corpus version {ws.corpus_version(collection)}: retrain its modules to forget "
-            "the removed text"
+            f"collection {collection}: corpus version {ws.corpus_version(collection)}: `imprint update MODULE "
+            "--from-scratch` retrains a module without the removed text"
         )
 
 
@@ -398,9 +398,87 @@ def card_id() -> str:
 
 
 def cmd_modules(args) -> None:
-    table = Table("module", "method", "base model", "collection", "corpus", "created")
-    for m in _workspace(args).modules():
-        table.add_row(f"{m.name}@{m.version}", m.method, m.base_model, m.collection, m.corpus_version, m.created_at)
+    ws = _workspace(args)
+    current = ws.current_versions()
+    rows = [
+        {
+            "module": f"{m.name}@{m.version}",
+            "current": current.get(m.name) == m.version,
+            "parent": None if m.parent_version is None else f"{m.name}@{m.parent_version}",
+            "method": m.method,
+            "base_model": m.base_model,
+            "collection": m.collection,
+            "corpus_version": m.corpus_version,
+            "datasets": m.manifest.get("datasets", []),
+            "heldin_f1": ((m.manifest.get("heldin") or {}).get("module") or {}).get("f1"),
+            "created_at": m.created_at,
+        }
+        for m in ws.modules()
+    ]
+    if args.json:
+        print(json.dumps(rows))
+        return
+    table = Table("module", "parent", "method", "collection", "corpus", "held-in F1", "datasets")
+    table.caption = "* current: what a bare name resolves to (`imprint rollback NAME@N`); --json: base model, created"
+    for r in rows:
+        f1 = "-" if r["heldin_f1"] is None else f"{r['heldin_f1']:.2f}"
+        module = r["module"] + (" *" if r["current"] else "")
+        cells = [r["method"], r["collection"], r["corpus_version"], f1, ", ".join(r["datasets"])]
+        table.add_row(module, r["parent"] or "-", *cells)
+    console.print(table)
+
+
+def cmd_update(args) -> None:
+    from imprint.update import update_module
+
+    ws = _workspace(args)
+    manifest = update_module(ws, args.module, _overrides(args), from_scratch=args.from_scratch)
+    info = manifest["update"]
+    console.print(
+        f"{info['mode']} from {manifest['name']}@{info['previous']}: {len(info['added'])} added, "
+        f"{len(info['changed'])} changed, {len(info['removed'])} removed documents; {info['n_new_records']} new "
+        f"records + {info['n_unchanged_records']} of unchanged documents + {manifest['n_replay_records']} general"
+    )
+    if info["removed"] and info["mode"] == "update":
+        console.print(
+            "[dim]removed documents are not in the training data, but the previous weights may still hold their "
+            "facts: --from-scratch retrains without them[/dim]"
+        )
+    _print_module(manifest)
+
+
+def cmd_rollback(args) -> None:
+    from imprint.pipeline import module_entry
+
+    name, at, version = args.module.partition("@")
+    if not at or not version:
+        raise ImprintError(f"rollback needs a version: {name}@N (`imprint modules` lists them)")
+    ws = _workspace(args)
+    entry = module_entry(ws, args.module)  # unknown or malformed versions fail here, before anything changes
+    ws.set_current_module(entry.name, entry.version)
+    console.print(f"module {entry.name}: current version is now {entry.name}@{entry.version}")
+
+
+def cmd_diff(args) -> None:
+    from imprint.evaluate.evalset import load_eval_set
+    from imprint.pipeline import module_entry
+    from imprint.update import diff_answers
+
+    ws = _workspace(args)
+    for spec in (args.a, args.b):
+        module_entry(ws, spec)  # an unknown module fails before any model loads
+    items = load_eval_set(args.questions)
+    with Bar("diff", unit="questions") as bar:
+        found = diff_answers(ws, args.a, args.b, [i.question for i in items], lambda d, t: bar.update(d, t))
+    if args.json:
+        rows = [dict(zip(("question", "a", "b"), found["answers"][i], strict=True)) for i in found["changed"]]
+        print(json.dumps({"a": found["a"], "b": found["b"], "n": len(items), "changed": rows}))
+        return
+    table = Table(
+        "question", found["a"], found["b"], title=f"answers that changed: {len(found['changed'])} of {len(items)}"
+    )
+    for i in found["changed"]:
+        table.add_row(*found["answers"][i])
     console.print(table)
 
 
@@ -603,8 +681,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compile-check", action="store_true", help="skip the compiled-vs-eager training check")
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("modules", help="list trained modules")
+    p = sub.add_parser("modules", help="list module versions: current, parent, corpus version, held-in F1")
+    p.add_argument("--json", action="store_true", help="print one object per version")
     p.set_defaults(func=cmd_modules)
+
+    p = sub.add_parser("update", help="train a module's next version from its current one on what changed")
+    p.add_argument("module", help="module name (its current version is the parent) or name@N")
+    p.add_argument("--from-scratch", action="store_true", help="retrain from the base on the current corpus instead")
+    config_flags(p)
+    p.set_defaults(func=cmd_update)
+
+    p = sub.add_parser("rollback", help="make an older module version current (what a bare name resolves to)")
+    p.add_argument("module", help="name@N")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("diff", help="answer questions with two module versions and list the answers that changed")
+    p.add_argument("a", help="module name or name@N")
+    p.add_argument("b", help="module name or name@N")
+    p.add_argument("questions", help="JSONL with a 'question' per line (an eval set)")
+    p.add_argument("--json", action="store_true", help="print {a, b, n, changed: [{question, a, b}]}")
+    p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("serve", help="serve the base model and every module over an OpenAI-compatible API")
     p.add_argument("--host", default="127.0.0.1")

@@ -24,6 +24,7 @@ from imprint.models import DEFAULT_MODEL, load_base, load_tokenizer
 from imprint.progress import Bar
 from imprint.synth.records import read_records, write_records
 from imprint.train.config import TrainConfig
+from imprint.workspace import trained_documents
 
 
 def now() -> str:
@@ -212,10 +213,14 @@ def train_module(
     model: str = DEFAULT_MODEL,
     overrides: dict | None = None,
     resume: bool = False,
+    start_from=None,
+    extra: dict | None = None,
 ) -> dict:
     """Train a module of `method` on the named datasets and register it as the next version of `name`.
 
     Progress is checkpointed under `runs/<name>/`; `resume=True` continues an interrupted run from there.
+    `start_from` (a `ModuleEntry` of the same method) starts from that version's weights instead of a fresh
+    module, with its method settings; it becomes the new version's `parent`. `extra` goes into the manifest.
     """
     from imprint.train.data import encode_record
     from imprint.train.loop import train
@@ -241,8 +246,14 @@ def train_module(
         heldin = None
     base_heldin = heldin.score(base.model, base.tokenizer) if heldin else None  # before any weight changes
     torch.manual_seed(train_config.seed)  # adapter initialisation is part of the run: seed it like the rest
-    corpus_text = "\n\n".join(c.text for c in ws.chunks(collection=collection))
-    trainable = method_impl.attach(base.model, method_config, tokenizer=base.tokenizer, corpus_text=corpus_text)
+    if start_from is not None:
+        parent_config = start_from.manifest.get("config", {}).get(method, {})
+        method_config = build(method_impl.config_class, method, parent_config)
+        check_module_files(Path(start_from.path))
+        trainable = method_impl.load(base.model, Path(start_from.path), trainable=True)
+    else:
+        corpus_text = "\n\n".join(c.text for c in ws.chunks(collection=collection))
+        trainable = method_impl.attach(base.model, method_config, tokenizer=base.tokenizer, corpus_text=corpus_text)
     checkpoint = ws.root / "runs" / name / "checkpoint.pt"
     if getattr(trainable, "distill", 0):  # context distillation: the method's teacher reads each record's sources
         texts = {c.id: c.text for c in ws.chunks(collection=collection)}
@@ -277,6 +288,8 @@ def train_module(
         "base_model": base.name,
         "collection": collection,
         "corpus_version": ws.corpus_version(collection),
+        "parent": start_from.version if start_from is not None else None,
+        "documents": trained_documents(c for r in records[:n_corpus_records] for c in r.source_chunk_ids),
         "datasets": datasets,
         "n_records": n_corpus_records,
         "n_replay_records": len(records) - n_corpus_records,
@@ -286,6 +299,7 @@ def train_module(
         "heldin": verdict,
         "files": files,
         "module_bytes": sum((directory / f).stat().st_size for f in files),
+        **(extra or {}),
         "created_at": now(),
         "imprint_version": __version__,
     }
@@ -297,9 +311,8 @@ def train_module(
             f"registered (files kept in {directory}). Try more epochs (train.epochs), a higher train.lr, or "
             "check the synthetic data (imprint synth --show 10)"
         )
-    ws.register_module(
-        name, version, method, base.name, str(directory), manifest["corpus_version"], manifest, collection
-    )
+    path, corpus, parent = str(directory), manifest["corpus_version"], manifest["parent"]
+    ws.register_module(name, version, method, base.name, path, corpus, manifest, collection, parent_version=parent)
     checkpoint.unlink(missing_ok=True)  # the module is saved: the run is complete
     return manifest
 
@@ -322,7 +335,8 @@ def _ids_digest(ids: list[str]) -> str:
 
 
 def module_entry(ws, spec: str):
-    """The registry entry of `name` (latest version) or `name@version`."""
+    """The registry entry of `name` (its current version: `imprint rollback` sets it, else the newest) or
+    `name@version`."""
     name, _, version = spec.partition("@")
     if version and not version.isdigit():
         raise NotFoundError(f"bad module version in {spec!r}: use name@N")

@@ -2,7 +2,8 @@
 
 A method is any object with this shape (a Protocol, not a base class): `attach` makes the trainable model
 (it may use the tokenizer and the corpus text, e.g. to initialise a KV prefix from the corpus), `save` writes
-the module's files, `load` puts a saved module back on a freshly loaded base model.
+the module's files, `load` puts a saved module back on a freshly loaded base model (`trainable=True`: with the
+module's own parameters trainable again, so a new version can start from it, as `imprint update` does).
 """
 
 from __future__ import annotations
@@ -22,4 +23,4 @@ class Method(Protocol):
 
     def save(self, model: torch.nn.Module, directory: Path) -> list[str]: ...
 
-    def load(self, model: torch.nn.Module, directory: Path) -> torch.nn.Module: ...
+    def load(self, model: torch.nn.Module, directory: Path, trainable: bool = False) -> torch.nn.Module: ...

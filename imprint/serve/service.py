@@ -99,14 +99,17 @@ class Service:
         base = Path(self.base.name).name
         cards = [dict(id=base, created=self.started, owned_by=owner, root=base, method="base")] if tenant.base else []
         latest: dict[str, dict] = {}
-        for m in self.workspace().modules():
+        ws = self.workspace()
+        current = ws.current_versions()
+        for m in ws.modules():
             if m.base_model != self.base.name or not tenant.allows(m.name) or not tenant.owns(m.collection):
                 continue
             card = dict(
                 id=f"{m.name}@{m.version}", created=_epoch(m.created_at), owned_by=owner, root=base, method=m.method
             )
             cards.append(card)
-            latest[m.name] = {**card, "id": m.name}  # modules() is sorted by version: the last one wins
+            if current.get(m.name) == m.version:  # the bare name serves the current version (`imprint rollback`)
+                latest[m.name] = {**card, "id": m.name}
         return cards + list(latest.values())
 
     def retrieval_options(self, body, module: ModuleRef | None):

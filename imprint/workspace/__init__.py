@@ -11,6 +11,7 @@ from imprint.workspace.db import (
     default_root,
     doc_id_for,
     safe_name,
+    trained_documents,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "default_root",
     "doc_id_for",
     "safe_name",
+    "trained_documents",
 ]

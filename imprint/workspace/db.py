@@ -79,6 +79,7 @@ class ModuleEntry:
     manifest: dict
     created_at: str
     collection: str = DEFAULT_COLLECTION  # the collection its training data came from
+    parent_version: int | None = None  # the version its weights started from (None: the base model)
 
 
 def default_root() -> Path:
@@ -96,6 +97,15 @@ def doc_id_for(uri: str, collection: str = DEFAULT_COLLECTION) -> str:
 
 def chunk_id_for(doc_id: str, version: int, ord: int) -> str:
     return f"{doc_id}:v{version}:{ord}"
+
+
+def trained_documents(chunk_ids: Iterable[str]) -> dict[str, int]:
+    """{doc_id: version} of the documents that chunk ids (`chunk_id_for`) come from: what a training set was made of."""
+    found: dict[str, int] = {}
+    for chunk_id in chunk_ids:
+        doc_id, version, _ = chunk_id.rsplit(":", 2)
+        found[doc_id] = max(found.get(doc_id, 0), int(version.removeprefix("v")))
+    return dict(sorted(found.items()))
 
 
 def _now() -> str:
@@ -392,16 +402,17 @@ class Workspace:
         corpus_version: str,
         manifest: dict,
         collection: str = DEFAULT_COLLECTION,
+        parent_version: int | None = None,
     ) -> ModuleEntry:
-        """Record a trained module version (trained on `collection`); versions are immutable, so registering one
-        twice is an error."""
+        """Record a trained module version (trained on `collection`, its weights started from `parent_version` or
+        the base model) and make it the current one; versions are immutable, so registering one twice is an error."""
         safe_name(name, "module")
         safe_name(collection, "collection")
         with self.transaction():
             try:
                 self.db.execute(
                     "INSERT INTO modules (name, version, method, base_model, path, corpus_version, manifest_json, "
-                    "created_at, collection) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "created_at, collection, parent_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         name,
                         int(version),
@@ -412,23 +423,47 @@ class Workspace:
                         json.dumps(manifest, ensure_ascii=False),
                         _now(),
                         collection,
+                        parent_version,
                     ),
                 )
             except sqlite3.IntegrityError:
                 raise ImprintError(f"module {name}@{version} already exists; train under a new version") from None
+            self._set_current(name, version)
         return self.get_module(name, version)
+
+    def set_current_module(self, name: str, version: int) -> ModuleEntry:
+        """Make `name@version` the version a bare `name` resolves to (`imprint rollback`); it must exist."""
+        with self.transaction():
+            entry = self.get_module(name, version)
+            self._set_current(name, entry.version)
+        return entry
+
+    def _set_current(self, name: str, version: int) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO module_current (name, version, set_at) VALUES (?, ?, ?)", (name, version, _now())
+        )
+
+    def current_versions(self) -> dict[str, int]:
+        """The current version of every module name: the one `imprint rollback` chose, else the newest."""
+        rows = self.db.execute(
+            "SELECT m.name, COALESCE(c.version, MAX(m.version)) FROM modules m "
+            "LEFT JOIN module_current c ON c.name = m.name GROUP BY m.name"
+        )
+        return {name: int(version) for name, version in rows}
 
     def modules(self) -> list[ModuleEntry]:
         """All module versions, by name then version."""
         return [_record(ModuleEntry, r) for r in self.db.execute("SELECT * FROM modules ORDER BY name, version")]
 
     def get_module(self, name: str, version: int | None = None) -> ModuleEntry:
-        """A module version; the newest one when `version` is None."""
+        """A module version; the current one when `version` is None (see `current_versions`)."""
         if version is not None and not 1 <= version <= MAX_VERSION:
             raise NotFoundError(f"no module {name}@{version}: versions are whole numbers from 1 (`imprint modules`)")
         if version is None:
             row = self.db.execute(
-                "SELECT * FROM modules WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
+                "SELECT m.* FROM modules m LEFT JOIN module_current c ON c.name = m.name "
+                "WHERE m.name = ? ORDER BY (m.version = c.version) DESC, m.version DESC LIMIT 1",
+                (name,),
             ).fetchone()
         else:
             row = self.db.execute("SELECT * FROM modules WHERE name = ? AND version = ?", (name, version)).fetchone()

@@ -111,6 +111,26 @@ def m003_collections(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX documents_collection ON documents (collection, doc_id)")
 
 
+@migration
+def m004_module_lineage(db: sqlite3.Connection) -> None:
+    """Module lineage and the current version: each version names the version its weights started from (NULL: the
+    base model), and `module_current` names the version a bare `name` resolves to (no row: the newest one).
+
+    `imprint rollback name@N` moves the pointer; versions themselves stay immutable.
+    """
+    db.execute("ALTER TABLE modules ADD COLUMN parent_version INTEGER")
+    db.execute(
+        """
+        CREATE TABLE module_current (
+            name TEXT PRIMARY KEY,
+            version INTEGER NOT NULL,
+            set_at TEXT NOT NULL,
+            FOREIGN KEY (name, version) REFERENCES modules (name, version)
+        )
+        """
+    )
+
+
 def applied(db: sqlite3.Connection) -> list[str]:
     """Names of the migrations this database has already run, in the order they ran."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")

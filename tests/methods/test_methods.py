@@ -46,6 +46,23 @@ def test_method_contract(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(registry.METHODS))
+def test_a_saved_module_loads_trainable_and_training_continues_from_it(name, tmp_path):
+    """What `imprint update` starts from: `load(trainable=True)` trains exactly the parameters `attach` trained,
+    and the next run starts at the loss the saved module ended at, not at a fresh module's."""
+    method = registry.method(name)()
+    model, tok = tiny_lm()
+    trainable = method.attach(model, method.config_class(**SETTINGS[name]), tok, "Priya Raman leads finance.")
+    examples = [encode_record(r, tok, 256) for r in RECORDS]
+    first = train(trainable, examples, tok.pad_token_id, TrainConfig(epochs=30, lr=LR[name], batch_tokens=256))
+    method.save(trainable, tmp_path)
+    again = method.load(tiny_lm()[0], tmp_path, trainable=True)
+    count = lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)  # noqa: E731
+    assert count(again) == count(trainable) > 0
+    more = train(again, examples, tok.pad_token_id, TrainConfig(epochs=1, lr=LR[name], batch_tokens=256))
+    assert more.losses[0] <= first.losses[-1] * 1.01 and first.losses[-1] < 0.6 * first.losses[0]
+
+
+@pytest.mark.parametrize("name", sorted(registry.METHODS))
 def test_method_through_the_cli(name, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("IMPRINT_HOME", str(tmp_path / "ws"))
     monkeypatch.setenv("IMPRINT_MODEL", "tiny")

@@ -52,6 +52,20 @@ def test_completion_equals_the_models_own_generate(client, ws_dir, model):
     assert out.usage.completion_tokens <= 12 and out.usage.prompt_tokens == len(prompt) + 1  # bytes + BOS
 
 
+def test_a_bare_module_name_serves_its_current_version_and_follows_a_rollback(client, ws_dir):
+    prompt = qa_prompt(QUESTION)
+    ws = Workspace.open(ws_dir)
+    try:
+        ws.set_current_module("alpha", 1)  # what `imprint rollback alpha@1` does, while the server runs
+        out = client.completions.create(model="alpha", prompt=prompt, max_tokens=8, temperature=0)
+        assert out.model == "alpha@1" and out.choices[0].text == reference(ws_dir, "alpha@1", prompt, 8)
+        cards = [m.id for m in client.models.list().data]
+        assert cards.count("alpha") == 1 and "alpha@2" in cards
+    finally:
+        ws.set_current_module("alpha", 2)
+    assert client.completions.create(model="alpha", prompt=prompt, max_tokens=8, temperature=0).model == "alpha@2"
+
+
 @pytest.mark.parametrize("model", ["tiny", "beta", "cart", "whole"])
 def test_chat_stream_equals_non_stream(client, model):
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is the office?"}]

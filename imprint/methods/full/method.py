@@ -58,7 +58,7 @@ class FullMethod:
         (directory / CONFIG).write_text(json.dumps({"tensors": sorted(trained)}, indent=2))
         return [CONFIG, WEIGHTS]
 
-    def load(self, model: torch.nn.Module, directory: Path) -> torch.nn.Module:
+    def load(self, model: torch.nn.Module, directory: Path, trainable: bool = False) -> torch.nn.Module:
         tensors = load_file(str(directory / WEIGHTS))
         params = dict(model.named_parameters())
         missing = sorted(set(tensors) - set(params))
@@ -68,6 +68,10 @@ class FullMethod:
         with torch.no_grad():
             for name, value in tensors.items():
                 params[name].data = value.to(params[name].device)
+        if trainable:  # exactly the tensors that were trained train again
+            for name, p in params.items():
+                p.requires_grad_(name in tensors)
         model.imprint_autocast = True
-        model.eval()
+        if not trainable:
+            model.eval()
         return model

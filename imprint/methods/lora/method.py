@@ -31,9 +31,10 @@ class LoraMethod:
         model.save_pretrained(str(directory), safe_serialization=True)
         return sorted(p.name for p in directory.iterdir() if p.name.startswith("adapter_"))
 
-    def load(self, model: torch.nn.Module, directory: Path) -> torch.nn.Module:
+    def load(self, model: torch.nn.Module, directory: Path, trainable: bool = False) -> torch.nn.Module:
         from peft import PeftModel
 
-        loaded = PeftModel.from_pretrained(model, str(directory))
-        loaded.eval()
+        loaded = PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
+        if not trainable:
+            loaded.eval()
         return loaded

@@ -181,7 +181,7 @@ class PrefixMethod:
         )
         return [CONFIG, WEIGHTS]
 
-    def load(self, model, directory: Path) -> PrefixModel:
+    def load(self, model, directory: Path, trainable: bool = False) -> PrefixModel:
         tensors = load_file(str(directory / WEIGHTS))
         saved = json.loads((directory / CONFIG).read_text())
         layers = saved["layers"]
@@ -189,5 +189,6 @@ class PrefixMethod:
             model, [tensors[f"keys.{i}"] for i in range(layers)], [tensors[f"values.{i}"] for i in range(layers)]
         ).to(model.device)
         loaded.method_config = PrefixMethodConfig(**saved.get("config", {"n_tokens": saved["n_tokens"]}))
-        loaded.eval()
+        if not trainable:  # the cache's parameters stay trainable, the base frozen (PrefixModel)
+            loaded.eval()
         return loaded

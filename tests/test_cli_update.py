@@ -1,0 +1,193 @@
+"""Living modules on `tiny`, as a user runs them: learn v1 -> change one document, add one, remove one -> update
+to v2 from v1's weights -> lineage, rollback and back, diff of the answers; a removed document's chunks and records
+are never used by a new version, and `--from-scratch` is the reference that starts from the base."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from imprint.answer import answer_questions
+from imprint.cli import main
+from imprint.pipeline import load_module
+from imprint.synth.records import read_records
+from imprint.workspace import Workspace
+
+NO_CHECK = ["--set", "train.verify=false"]  # these runs are too short to teach the tiny model anything
+DOCS = {
+    "policy.md": "# Leave\n\nEmployees receive 27 days of paid annual leave per year. Leave is approved by managers.\n",
+    "people.md": "# People\n\nPriya Raman has served as chief financial officer since March 2019.\n",
+    "offices.md": "# Offices\n\nThe Lisbon office opened in 2021 and hosts 40 engineers.\n",
+}
+# an update that moves the tiny model's answers: small batches (several steps), no warm-up, a high rate
+STRONG = [
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.lr=0.1",
+    "--set",
+    "train.batch_tokens=256",
+    "--set",
+    "train.warmup=0",
+]
+QUESTIONS = [
+    "How many days of paid annual leave do employees receive?",
+    "Who is the chief financial officer?",
+    "When did the Lisbon office open?",
+    "Where is the new support centre?",
+]
+
+
+@pytest.fixture
+def story(cli_ws, tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name, text in DOCS.items():
+        (folder / name).write_text(text)
+    learn = ["learn", str(folder), "--name", "hb", "--set", "train.epochs=2", "--set", "lora.r=4"]
+    assert main([*learn, "--set", "train.lr=1e-2", *NO_CHECK]) == 0
+    return cli_ws, folder
+
+
+def _change_corpus(folder):
+    """policy.md changes a fact, support.md is new, people.md is removed (file gone, then `imprint remove`)."""
+    (folder / "policy.md").write_text(DOCS["policy.md"].replace("27 days", "30 days"))
+    (folder / "support.md").write_text("# Support\n\nThe new support centre is in Porto and opened in May 2024.\n")
+    assert main(["remove", str(folder / "people.md")]) == 0
+    (folder / "people.md").unlink()
+    assert main(["add", str(folder)]) == 0
+
+
+def _lora_b(ws, version):
+    tensors = load_file(str(Path(ws.get_module("hb", version).path) / "adapter_model.safetensors"))
+    return {k: v for k, v in tensors.items() if "lora_B" in k}
+
+
+def _answers(ws, spec):
+    model, tokenizer, manifest = load_module(ws, spec)
+    return [a.answer for a in answer_questions(model, tokenizer, QUESTIONS, "module", spec)]
+
+
+def test_update_lineage_rollback_diff_and_removed_documents(story, tmp_path, capsys):
+    ws_dir, folder = story
+    ws = Workspace.open(ws_dir)
+    v1 = ws.get_module("hb")
+    removed_id = ws.get_document(str(folder / "people.md")).id
+    old_policy = ws.get_document(str(folder / "policy.md"))
+    _change_corpus(folder)
+    capsys.readouterr()
+
+    general = tmp_path / "general.txt"  # general replay from a file: the base model's own samples take minutes here
+    general.write_text("Water boils at 100 degrees Celsius at sea level.\n\nThe moon orbits the Earth.\n")
+    assert main(["update", "hb", *STRONG, "--set", f"train.replay_corpus={general}", *NO_CHECK]) == 0
+    out = capsys.readouterr().out
+    assert "update from hb@1: 1 added, 1 changed, 1 removed documents" in out and "module hb@2" in out
+    v2 = ws.get_module("hb")
+    assert v2.version == 2 and v2.parent_version == 1 and v2.manifest["parent"] == 1
+    info = v2.manifest["update"]
+    policy = ws.get_document(str(folder / "policy.md"))
+    assert info["changed"] == [policy.id] and info["removed"] == [removed_id] and len(info["added"]) == 1
+    assert policy.version == old_policy.version + 1
+    assert v2.manifest["corpus_version"] == ws.corpus_version() != v1.corpus_version
+
+    # v2 trains on current text only: no chunk of the removed document, none of policy.md's old version
+    current = {c.id for c in ws.chunks()}
+    (dataset,) = v2.manifest["datasets"]
+    records = read_records(ws.data_dir(dataset))
+    assert records and all(set(r.source_chunk_ids) <= current for r in records)
+    sources = {c for r in records for c in r.source_chunk_ids}
+    assert not any(c.startswith(removed_id) for c in sources)
+    assert not any(c.startswith(f"{old_policy.id}:v{old_policy.version}:") for c in sources)
+    assert removed_id not in v2.manifest["documents"] and v2.manifest["documents"][policy.id] == policy.version
+    assert info["n_new_records"] > 0 and info["n_unchanged_records"] > 0  # offices.md is replayed
+    assert v2.manifest["n_replay_records"] > 0 and v2.manifest["config"]["train"]["replay"] == 0.1  # update.general
+    assert v1.manifest["documents"][removed_id] == 1  # v1 did learn it: the check above is not vacuous
+    (change,) = [r for r in records if r.strategy == "change"]  # the changed fact, stated as a change
+    assert (
+        change.text.startswith("As of ") and "Employees receive 30 days of paid annual leave per year." in change.text
+    )
+    assert change.text.endswith("(previously: Employees receive 27 days of paid annual leave per year.)")
+    assert change.source_chunk_ids == (f"{policy.id}:v{policy.version}:0",)
+
+    # lineage: parent, corpus version, held-in column, current marker
+    assert main(["modules"]) == 0 and "hb@2" in capsys.readouterr().out
+    assert main(["modules", "--json"]) == 0
+    rows = {r["module"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["hb@2"]["parent"] == "hb@1" and rows["hb@1"]["parent"] is None
+    assert [rows["hb@1"]["current"], rows["hb@2"]["current"]] == [False, True]
+    assert rows["hb@2"]["corpus_version"] == v2.corpus_version and rows["hb@2"]["datasets"] == ["hb-v2"]
+    assert rows["hb@2"]["method"] == "lora" and "heldin_f1" in rows["hb@2"]  # None: verify was off here
+
+    # rollback to v1 and back: a bare name follows the current version; v2 stays usable as hb@2
+    assert main(["rollback", "hb@1"]) == 0 and "current version is now hb@1" in capsys.readouterr().out
+    assert ws.get_module("hb").version == 1 and ws.current_versions() == {"hb": 1}
+    assert main(["ask", "Who is the chief financial officer?", "--module", "hb", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["module"] == "hb@1"
+    assert main(["rollback", "hb@2"]) == 0 and ws.get_module("hb").version == 2
+
+    # diff lists exactly the questions whose closed-book answers differ between the versions
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"question": q, "answers": ["x"]}) + "\n" for q in QUESTIONS))
+    capsys.readouterr()
+    assert main(["diff", "hb@1", "hb@2", str(questions), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    a, b = _answers(ws, "hb@1"), _answers(ws, "hb@2")
+    expected = [{"question": q, "a": x, "b": y} for q, x, y in zip(QUESTIONS, a, b, strict=True) if x != y]
+    assert found == {"a": "hb@1", "b": "hb@2", "n": len(QUESTIONS), "changed": expected} and expected
+    assert main(["diff", "hb@2", "hb", str(questions), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] == []  # the current version is hb@2 itself
+
+    # nothing changed since hb@2: one line, nothing written
+    before = ws.counts()
+    assert main(["update", "hb", *NO_CHECK]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("imprint: error: nothing changed") and "\n" not in err and ws.counts() == before
+
+
+def test_an_update_starts_from_the_parent_weights_and_from_scratch_from_the_base(story, capsys):
+    """With a learning rate too small to move anything, an update's adapter is its parent's, and a from-scratch
+    retrain's is a fresh one (LoRA B starts at zero): so the update did start from the parent."""
+    ws_dir, folder = story
+    ws = Workspace.open(ws_dir)
+    _change_corpus(folder)
+    still = ["--set", "train.epochs=1", "--set", "train.lr=1e-12", "--set", "update.general=0", *NO_CHECK]
+    assert main(["update", "hb@1", *still]) == 0
+    assert main(["update", "hb@1", "--from-scratch", *still]) == 0
+    v1, v2, v3 = (_lora_b(ws, n) for n in (1, 2, 3))
+    assert any(t.abs().max() > 1e-3 for t in v1.values())  # v1 learned something
+    assert all(torch.allclose(v2[k], v1[k], atol=1e-6) for k in v1)
+    assert all(t.abs().max() < 1e-6 for t in v3.values())
+    scratch = ws.get_module("hb", 3)
+    assert scratch.parent_version is None and scratch.manifest["update"]["mode"] == "from-scratch"
+    assert scratch.manifest["config"]["lora"]["r"] == 4  # the settings of the version it replaces
+    records = read_records(ws.data_dir(scratch.manifest["datasets"][0]))
+    assert {c for r in records for c in r.source_chunk_ids} == {c.id for c in ws.chunks()}  # the whole corpus
+
+
+BAD = [
+    (["rollback", "hb"], "rollback needs a version"),
+    (["rollback", "hb@7"], "no module 'hb@7'"),
+    (["rollback", "ghost@1"], "no module 'ghost@1'"),
+    (["update", "ghost"], "no module 'ghost'"),
+    (["update", "hb", "--set", "lora.r=8"], "keeps its lora settings"),
+    (["update", "hb", "--set", "update.general=2"], "invalid update settings"),
+    (["update", "hb", "--set", "serve.port=1"], "unknown config section 'serve'"),
+    (["diff", "hb@1", "ghost", "q.jsonl"], "no module 'ghost'"),
+    (["diff", "hb@1", "hb@1", "missing.jsonl"], "does not exist"),
+]
+
+
+def test_bad_lineage_input_is_one_line_and_changes_nothing(story, tmp_path, capsys):
+    ws_dir, folder = story
+    _change_corpus(folder)
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question": "Who?", "answers": ["x"]}) + "\n")
+    ws = Workspace.open(ws_dir)
+    before = (ws.counts(), ws.current_versions())
+    for argv, message in BAD:
+        capsys.readouterr()
+        assert main([str(tmp_path / a) if a.endswith(".jsonl") else a for a in argv]) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("imprint: error: ") and message in err and "\n" not in err, (argv, err)
+        assert (ws.counts(), ws.current_versions()) == before
