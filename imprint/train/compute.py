@@ -328,6 +328,10 @@ class MicroStep:
         before = {p: p.grad for p in self._params()}  # gradients of earlier micro-batches of this step
         layers, loss = bool(self._compiled), self.compile_loss
         reference = self._trial(batch, scale, layers=False, loss=False)
+        if not reference.finite:  # eager code is non-finite too: nothing to judge compiled code by; prove later
+            self._proven = False
+            self._set_grads(before, reference)
+            return reference.loss, reference.n
         candidate, problem = self._checked(reference, batch, scale, layers, loss)
         if problem is None:
             self._record(layers, loss, ok=True)
@@ -339,10 +343,13 @@ class MicroStep:
         else:
             self._fall_back(layers, loss, problem)
         chosen = candidate if problem is None else reference
+        self._set_grads(before, chosen)
+        return chosen.loss, chosen.n
+
+    def _set_grads(self, before: dict, chosen: Proof) -> None:
         for p in self._params():
             grad = chosen.grads[p]
             p.grad = grad if before[p] is None else before[p] + grad
-        return chosen.loss, chosen.n
 
     def _checked(self, reference: Proof, batch, scale, layers: bool, loss: bool) -> tuple[Proof | None, str | None]:
         """A trial with the given parts compiled, and why it does not match `reference` (None if it does)."""
@@ -376,6 +383,17 @@ class MicroStep:
             self._restore_layers()
         if loss:
             self.compile_loss = False
+
+    @contextlib.contextmanager
+    def eager(self):
+        """Everything eager for the duration (a step redone to tell a compiler fault from a diverging run)."""
+        loss = self.compile_loss
+        self.compile_loss = False
+        try:
+            with self._eager_layers():
+                yield
+        finally:
+            self.compile_loss = loss
 
     def fall_back(self, reason: str) -> bool:
         """Drop everything compiled after a non-finite step (the loop then redoes the step); False if nothing was."""

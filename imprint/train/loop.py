@@ -162,11 +162,15 @@ def train(
             micro = batches[step * config.grad_accum : (step + 1) * config.grad_accum]
             step_loss, grad_norm = _forward_backward(micro_step, micro, params, config)
             finite = math.isfinite(step_loss) and math.isfinite(grad_norm)
-            why = f"step {step + 1}: loss {step_loss:.4g}, gradient norm {grad_norm:.4g}"
-            if not finite and micro_step.fall_back(why):
-                optimizer.zero_grad(set_to_none=True)  # redo the step eagerly, from the same weights
-                step_loss, grad_norm = _forward_backward(micro_step, micro, params, config)
+            if not finite and micro_step.compiled:  # redo the step eagerly, from the same weights
+                why = f"step {step + 1}: loss {step_loss:.4g}, gradient norm {grad_norm:.4g}"
+                optimizer.zero_grad(set_to_none=True)
+                with micro_step.eager():
+                    step_loss, grad_norm = _forward_backward(micro_step, micro, params, config)
                 finite = math.isfinite(step_loss) and math.isfinite(grad_norm)
+                if finite:  # eager code is fine where compiled code was not: the compiler is at fault
+                    micro_step.fall_back(why)
+                # else eager code is non-finite too: the data or the settings are at fault, not the compiler
             for batch in micro:
                 result.tokens += batch["n_tokens"]
                 result.trained_tokens += int((batch["labels"][:, 1:] != -100).sum())

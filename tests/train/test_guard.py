@@ -249,3 +249,16 @@ def test_a_mismatch_is_remembered_for_this_machine_but_a_compiler_error_is_not()
     assert failed_check(compile_verdict("k | layers"))
     assert not failed_check(compile_verdict("k | loss")) and not failed_check(compile_verdict("k2 | layers"))
     assert compile_verdict("unknown") is None and not failed_check(None)
+
+
+def test_a_diverging_step_is_not_blamed_on_compiled_code_that_agrees():
+    """NaN that eager code produces too (here: a hook on the layer's output) is skipped, and compiled code that
+    agreed with eager code stays in use and is not recorded against the machine."""
+    nan = NaNAtSteps({4})
+    config = TrainConfig(**{**SMALL, "compile": "on", "compile_backend": "imprint_test_broken"})  # POISON off
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallback)
+        warnings.simplefilter("ignore", NonFiniteStep)
+        result, weights = lora_run(config, nan.hook, nan.progress)
+    assert result.skipped_steps == [4] and result.compile["layers"] and result.compile["fallbacks"] == []
+    assert all(torch.isfinite(w).all() for w in weights.values())
