@@ -61,7 +61,8 @@ class ProseConfig:
 
 
 class ProseStrategy:
-    """Registered as `prose` (the default of `imprint learn` and `imprint synth`): no generator, deterministic."""
+    """Registered as `prose` (opt-in: `--strategy prose`; `rules` stays the default until a training comparison
+    says otherwise): no generator, deterministic."""
 
     name = "prose"
     config_class = ProseConfig

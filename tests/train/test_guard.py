@@ -89,6 +89,15 @@ class NaNAtSteps:
         self.step = done + 1
 
 
+def learn_tiny_module(tmp_path, monkeypatch) -> None:
+    """`imprint learn` of one sentence on the tiny model as module m@1 (plumbing: no held-in check)."""
+    monkeypatch.setenv("IMPRINT_HOME", str(tmp_path / "ws"))
+    monkeypatch.setenv("IMPRINT_MODEL", "tiny")
+    (tmp_path / "a.md").write_text("Priya Raman has served as chief financial officer since March 2019.")
+    args = ["learn", str(tmp_path / "a.md"), "--name", "m", "--set", "train.epochs=1", "--set", "train.verify=false"]
+    assert main(args) == 0
+
+
 # one micro-batch per step: 8 steps over the four records
 SMALL = dict(epochs=8, lr=1e-2, batch_tokens=64, pack_width=64, compile="off", checkpoint_every=0)
 
@@ -176,13 +185,7 @@ def test_a_module_with_a_nan_is_never_saved_nor_loaded(tmp_path, monkeypatch, ca
     with pytest.raises(NonFiniteModuleError, match="hold NaN or inf"):
         check_trained(lora, "module m")
 
-    monkeypatch.setenv("IMPRINT_HOME", str(tmp_path / "ws"))
-    monkeypatch.setenv("IMPRINT_MODEL", "tiny")
-    (tmp_path / "a.md").write_text("Priya Raman has served as chief financial officer since March 2019.")
-    assert (
-        main(["learn", str(tmp_path / "a.md"), "--name", "m", "--set", "train.epochs=1", "--set", "train.verify=false"])
-        == 0
-    )
+    learn_tiny_module(tmp_path, monkeypatch)
     directory = tmp_path / "ws" / "modules" / "m" / "1"
     check_module_files(directory)  # a healthy module passes
     tensors = load_file(directory / "adapter_model.safetensors")
@@ -222,13 +225,7 @@ def test_train_and_learn_help_list_the_methods(capsys):
 
 
 def test_manifest_records_what_compiled(tmp_path, monkeypatch):
-    monkeypatch.setenv("IMPRINT_HOME", str(tmp_path / "ws"))
-    monkeypatch.setenv("IMPRINT_MODEL", "tiny")
-    (tmp_path / "a.md").write_text("Priya Raman has served as chief financial officer since March 2019.")
-    assert (
-        main(["learn", str(tmp_path / "a.md"), "--name", "m", "--set", "train.epochs=1", "--set", "train.verify=false"])
-        == 0
-    )
+    learn_tiny_module(tmp_path, monkeypatch)
     manifest = json.loads((tmp_path / "ws" / "modules" / "m" / "1" / "manifest.json").read_text())
     assert manifest["metrics"]["compile"] == {
         "layers": False,
