@@ -44,6 +44,18 @@ SETS = {
     "sample": (ROOT / "imprint" / "data" / "sample" / "corpus", ROOT / "imprint" / "data" / "sample" / "eval.jsonl"),
 }
 SYSTEMS = ("base", "rag", "module", "module+rag")
+RETAIN = ROOT.parent / "shared" / "data" / "retention" / "mmlu_285.jsonl"
+
+
+def pipeline_overrides(settings: list[str]) -> dict:
+    """A recipe's `section.key=value` settings as the nested overrides `pipeline.train_module` takes."""
+    from imprint.config import parse_overrides
+    from imprint.errors import ConfigError
+
+    try:
+        return parse_overrides(settings)
+    except ConfigError as exc:
+        sys.exit(f"imprint: error: --recipe: {exc}")
 
 
 def log(message: str) -> None:
@@ -51,11 +63,11 @@ def log(message: str) -> None:
 
 
 def select(name: str, args) -> tuple[list[Path], list]:
-    """The first `--docs` documents of a set and its answerable questions about them (`--questions` at most)."""
+    """Documents `--docs-from` .. `--docs-from + --docs` of a set and its answerable questions about them."""
     corpus, questions = SETS[name]
     if not corpus.is_dir() or not questions.is_file():
         sys.exit(f"imprint: error: dev set {name} not found at {corpus} (expected ../shared/data/knowledge/)")
-    docs = sorted(p for p in corpus.iterdir() if p.is_file() and not p.name.startswith("."))
+    docs = sorted(p for p in corpus.iterdir() if p.is_file() and not p.name.startswith("."))[args.docs_from :]
     docs = docs[: args.docs] if args.docs else docs
     names = {p.name for p in docs}
     items = [i for i in load_eval_set(questions) if i.answerable and (not i.doc_ids or set(i.doc_ids) <= names)]
@@ -92,19 +104,23 @@ def run_set(set_name: str, args, results: dict, save) -> dict:
     eval_path = write_eval_set(out / "questions.jsonl", items)
     tokenizer = load_tokenizer(args.model)
     done = results.setdefault(set_name, {"docs": len(docs), "questions": len(items), "modules": {}})
-    for strategy in args.strategies:
-        module = f"m-{strategy}"
+    for strategy, (recipe, settings) in [(s, r) for s in args.strategies for r in args.recipes.items()]:
+        module = f"m-{strategy}" + (f"-{recipe}" if recipe else "")
         if module in done["modules"]:
             continue
         data = dataset_for(ws, set_name, strategy, args, tokenizer)
-        log(f"{set_name}: train {module} on {data}")
+        log(f"{set_name}: train {module} on {data} ({' '.join(settings) or 'default recipe'})")
+        overrides = pipeline_overrides(settings)
         train = {"epochs": 1 if args.train_tokens else args.epochs, "seed": args.seed, "checkpoint_every": 0}
         if args.threads:
             train["threads"] = args.threads
-        manifest = pipeline.train_module(ws, [data], module, "lora", args.model, {"train": train})
+        overrides["train"] = {**train, **overrides.get("train", {})}
+        manifest = pipeline.train_module(ws, [data], module, "lora", args.model, overrides)
         synth = ws.get_dataset(data).manifest
         done["modules"][module] = {
             "strategy": strategy,
+            "recipe": settings,
+            "heldin": (manifest.get("heldin") or {}).get("module"),
             "records": synth.get("n_records"),
             "train_tokens": manifest["metrics"]["tokens"],
             "train_s": manifest["metrics"]["wall_s"],
@@ -114,8 +130,11 @@ def run_set(set_name: str, args, results: dict, save) -> dict:
     if "systems" not in done and not args.train_only:
         log(f"{set_name}: eval {len(items)} items, systems {','.join(args.systems)}")
         t0 = time.perf_counter()
-        options = EvalOptions(modes=tuple(args.systems), retention_samples=args.retention_samples)
-        card = evaluate(ws, [eval_path], [f"m-{s}" for s in args.strategies], model=args.model, options=options)
+        options = EvalOptions(
+            modes=tuple(args.systems), retention_samples=args.retention_samples, retain_limit=args.retain_limit
+        )
+        paths = [eval_path, *([args.retain] if args.retain else [])]
+        card = evaluate(ws, paths, list(done["modules"]), model=args.model, options=options)
         done["eval_s"] = round(time.perf_counter() - t0)
         done["leakage_ok"] = card["leakage"]["ok"]
         done["systems"] = {
@@ -126,6 +145,9 @@ def run_set(set_name: str, args, results: dict, save) -> dict:
                 "by_probe": s["by_probe"],
                 "top1": s["forgot"]["self"]["top1_agreement"],
                 "nll_delta": s["forgot"]["self"]["nll_delta"],
+                "retain": {
+                    k: v.get("choice_accuracy", v.get("exact_match")) for k, v in s["forgot"]["benchmarks"].items()
+                },
             }
             for s in card["systems"]
         }
@@ -142,11 +164,14 @@ def print_set(set_name: str, done: dict) -> None:
           f"leakage check {'ok' if done.get('leakage_ok') else 'FAILED'})")  # fmt: skip
     kinds = sorted({k for s in done["systems"].values() for k in s["by_probe"]})
     head = f"{'system':<16}{'EM':>7}{'F1':>7}{'contained':>10}" + "".join(f"{k[:10]:>11}" for k in kinds)
+    retain = sorted({k for s in done["systems"].values() for k in s.get("retain", {})})
+    head += "".join(f"{k[-10:]:>11}" for k in retain)
     print(head + f"{'top-1':>7}{'ΔNLL':>8}{'records':>9}{'tokens':>9}{'train s':>9}")
     for name, s in done["systems"].items():
         module = done["modules"].get(name.split("@")[0].removesuffix("+rag"), {})
         probes = "".join(f"{_f(s['by_probe'].get(k, {}).get('answer_contained')):>11}" for k in kinds)
         cost = f"{module.get('records', '-'):>9}{module.get('train_tokens', '-'):>9}{_f(module.get('train_s'), 0):>9}"
+        probes += "".join(f"{_f(s.get('retain', {}).get(k)):>11}" for k in retain)
         print(f"{name:<16}{_f(s['em']):>7}{_f(s['f1']):>7}{_f(s['contained']):>10}{probes}"
               f"{_f(s['top1']):>7}{_f(s['nll_delta'], 2):>8}{cost if module else ''}")  # fmt: skip
     rag = done["systems"].get("rag", {}).get("f1")
@@ -160,7 +185,18 @@ def main() -> int:
     parser.add_argument("--sets", default="squad_dev,fictional_dev,sample", help="comma-separated: " + ",".join(SETS))
     parser.add_argument("--docs", type=int, default=0, help="first N documents of each set (0: all)")
     parser.add_argument("--questions", type=int, default=0, help="at most N questions per set (0: all)")
+    parser.add_argument("--docs-from", type=int, default=0, help="skip the first N documents (carve a split)")
     parser.add_argument("--strategies", default="prose", help="comma-separated synthesis strategies, one module each")
+    parser.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=V[;KEY=V]",
+        help="a named training recipe (e.g. 'replay:train.replay=0.3;train.lr=3e-4'), one module per strategy each; "
+        "repeatable; none: the default recipe",
+    )
+    parser.add_argument("--retain", default=str(RETAIN), help="retention benchmark scored per system ('' for none)")
+    parser.add_argument("--retain-limit", type=int, default=100, help="items sampled from --retain")
     parser.add_argument("--epochs", type=int, default=5, help="training epochs (the default recipe's)")
     parser.add_argument("--train-tokens", type=int, default=0, help="train each module on exactly N tokens instead")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: base,icl,rag,module,module+rag")
@@ -183,7 +219,13 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    settings = {k: getattr(args, k) for k in ("docs", "questions", "epochs", "train_tokens", "seed", "model")}
+    args.recipes = {}
+    for spec in args.recipe or [":"]:
+        name, _, pairs = spec.partition(":")
+        args.recipes[name.strip()] = [p.strip() for p in pairs.split(";") if p.strip()]
+    pipeline_overrides(sum(args.recipes.values(), []))  # a malformed recipe fails before any work
+    keys = ("docs", "docs_from", "questions", "epochs", "train_tokens", "seed", "model", "retain", "retain_limit")
+    settings = {k: getattr(args, k) for k in keys}
     results = json.loads(results_path.read_text()) if results_path.exists() else {"settings": settings}
     if results["settings"] != settings:
         sys.exit(f"imprint: error: {out} holds a run with other settings ({results['settings']}): use another --out")
