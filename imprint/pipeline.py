@@ -235,6 +235,17 @@ def train_module(
         raise ImprintError(f"datasets {', '.join(datasets)} hold no records")
     base = load_base(model)
     n_corpus_records = len(records)
+    if train_config.read > 0:
+        from imprint.retrieval import Retriever
+        from imprint.train.reading import reading_records
+
+        retriever = Retriever.open(ws, collection=collection)
+        try:
+            reading = reading_records(records, retriever, train_config.read, train_config.read_k, train_config.seed)
+        finally:
+            retriever.close()
+        records = records + reading
+    n_reading_records = len(records) - n_corpus_records
     if train_config.replay > 0:
         from imprint.train.replay import corpus_replay, mix_replay, self_replay
 
@@ -292,7 +303,8 @@ def train_module(
         "documents": trained_documents(c for r in records[:n_corpus_records] for c in r.source_chunk_ids),
         "datasets": datasets,
         "n_records": n_corpus_records,
-        "n_replay_records": len(records) - n_corpus_records,
+        "n_reading_records": n_reading_records,
+        "n_replay_records": len(records) - n_corpus_records - n_reading_records,
         "data_ids_sha": _ids_digest([r.id for r in records]),
         "config": {"train": dataclasses.asdict(train_config), method: dataclasses.asdict(method_config)},
         "metrics": result.summary(),

@@ -35,6 +35,14 @@ class TrainConfig:
     replay_corpus: str = field(
         default="", metadata={"help": "file or folder of general text for replay (default: the base's own samples)"}
     )
+    read: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of the question-answer records also trained open book, after passages the retriever "
+            "finds for them (as module+rag asks), so the module reads evidence as well as recalls"
+        },
+    )
+    read_k: int = field(default=2, metadata={"help": "passages per open-book record (each costs ~a chunk of tokens)"})
     autocast: bool = field(
         default=True,
         metadata={"help": "where the hardware has bf16: autocast fp32 trainables (full, LoRA/prefix on a bf16 base)"},
@@ -72,6 +80,8 @@ class TrainConfig:
             raise ValueError("warmup must be in [0, 1) and min_lr_ratio in [0, 1]")
         if not 0 <= self.replay < 1:
             raise ValueError(f"replay must be in [0, 1), got {self.replay}")
+        if not 0 <= self.read <= 1 or self.read_k < 1:
+            raise ValueError(f"read must be in [0, 1] and read_k >= 1, got {self.read} and {self.read_k}")
         if self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must be >= 0")
         if self.compile not in ("auto", "on", "off"):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from imprint.prompts import qa_prompt
+from imprint.prompts import context_prompt, qa_prompt
 from imprint.synth.records import SynthRecord
 
 IGNORE = -100
@@ -41,7 +41,9 @@ def encode_record(record: SynthRecord, tokenizer, max_len: int) -> Example:
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     eos = [tokenizer.eos_token_id]
     if record.kind == "qa":
-        prompt = bos + tokenizer.encode(qa_prompt(record.question), add_special_tokens=False)
+        passages = record.meta.get("passages")  # an open-book (reading) record: the prompt module+rag asks
+        text = context_prompt(record.question, [tuple(p) for p in passages]) if passages else qa_prompt(record.question)
+        prompt = bos + tokenizer.encode(text, add_special_tokens=False)
         answer = tokenizer.encode(" " + record.answer.strip(), add_special_tokens=False) + eos
         ids = (prompt + answer)[-max_len:]
         labels = ([IGNORE] * len(prompt) + answer)[-max_len:]
