@@ -205,6 +205,18 @@ def resolve_synth_config(strategy: str, overrides: dict | None = None):
     return cls, build(config_cls, "synth", overrides.get("synth", {})) if config_cls else None
 
 
+def forgetting_watch(base, config):
+    """`drift(model)`: ΔNLL of `model` against the base on the base's samples of held-out general prompts.
+
+    The base is scored now, so call this before a module is attached to it."""
+    from imprint.evaluate.forgetting import retention_samples, score_samples
+    from imprint.train.replay import WATCH_PROMPTS
+
+    samples = retention_samples(base, config.forget_samples, 48, seed=4321, prompts=WATCH_PROMPTS, kind="watch")
+    reference = score_samples(base.model, samples)["nll"]
+    return lambda model: score_samples(model, samples)["nll"] - reference
+
+
 def train_module(
     ws,
     datasets: list[str],
@@ -256,6 +268,7 @@ def train_module(
     if not train_config.verify:
         heldin = None
     base_heldin = heldin.score(base.model, base.tokenizer) if heldin else None  # before any weight changes
+    drift = forgetting_watch(base, train_config) if train_config.forget_budget else None  # the same
     torch.manual_seed(train_config.seed)  # adapter initialisation is part of the run: seed it like the rest
     if start_from is not None:
         parent_config = start_from.manifest.get("config", {}).get(method, {})
@@ -282,6 +295,7 @@ def train_module(
             progress=lambda done, total, info: bar.update(done, total, **info),
             checkpoint=checkpoint,
             resume=resume,
+            drift=drift,
         )
     check_trained(trainable, f"module {name}")  # the loop skips non-finite steps; never save what slipped past
     verdict = heldin.verdict(base_heldin, heldin.score(trainable, base.tokenizer)) if heldin else None

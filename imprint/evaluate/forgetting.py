@@ -63,18 +63,23 @@ RETENTION_PROMPTS = [
 ]
 
 
-def _cache_file(model_name: str, n: int, max_new_tokens: int, seed: int) -> Path:
+def _cache_file(model_name: str, n: int, max_new_tokens: int, seed: int, kind: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("_")[-80:]
-    return cache_root() / "retention" / f"{safe}-n{n}-t{max_new_tokens}-s{seed}.jsonl"
+    return cache_root() / kind / f"{safe}-n{n}-t{max_new_tokens}-s{seed}.jsonl"
 
 
 @torch.inference_mode()
-def retention_samples(base, n: int = 32, max_new_tokens: int = 64, seed: int = 1234) -> list[dict]:
+def retention_samples(
+    base, n: int = 32, max_new_tokens: int = 64, seed: int = 1234, prompts=None, kind: str = "retention"
+) -> list[dict]:
     """The base model's own samples (temperature 1) on held-out general prompts: `{prompt_ids, sample_ids, text}`.
 
     Cached per base model and settings, so every eval of modules on this base scores the same sequences.
+    `prompts` (default `RETENTION_PROMPTS`) and `kind` (the cache folder) let training watch its own drift on
+    another held-out set (`imprint.train.replay.WATCH_PROMPTS`), never on the prompts eval grades.
     """
-    path = _cache_file(base.name, n, max_new_tokens, seed)
+    path = _cache_file(base.name, n, max_new_tokens, seed, kind)
+    prompts = prompts or RETENTION_PROMPTS
     if path.exists():
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     model, tokenizer = base.model, base.tokenizer
@@ -82,7 +87,7 @@ def retention_samples(base, n: int = 32, max_new_tokens: int = 64, seed: int = 1
     stop = tokenizer.eos_token_id
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
-    prompts = [RETENTION_PROMPTS[i % len(RETENTION_PROMPTS)] for i in range(n)]
+    prompts = [prompts[i % len(prompts)] for i in range(n)]
     samples = []
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:

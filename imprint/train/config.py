@@ -35,6 +35,16 @@ class TrainConfig:
     replay_corpus: str = field(
         default="", metadata={"help": "file or folder of general text for replay (default: the base's own samples)"}
     )
+    forget_budget: float = field(
+        default=0.0,
+        metadata={
+            "help": "nats/token: every forget_every steps the base's own samples on held-out general prompts are "
+            "scored; while their NLL rose more than this over the base's (a KL estimate), the learning rate is "
+            "halved, and training stops once it is a 16th (0: off)"
+        },
+    )
+    forget_every: int = field(default=10, metadata={"help": "steps between forgetting-budget checks"})
+    forget_samples: int = field(default=16, metadata={"help": "held-out base-model samples the budget scores"})
     read: float = field(
         default=0.0,
         metadata={
@@ -80,6 +90,8 @@ class TrainConfig:
             raise ValueError("warmup must be in [0, 1) and min_lr_ratio in [0, 1]")
         if not 0 <= self.replay < 1:
             raise ValueError(f"replay must be in [0, 1), got {self.replay}")
+        if self.forget_budget < 0 or self.forget_every < 1 or self.forget_samples < 1:
+            raise ValueError("forget_budget must be >= 0, forget_every and forget_samples >= 1")
         if not 0 <= self.read <= 1 or self.read_k < 1:
             raise ValueError(f"read must be in [0, 1] and read_k >= 1, got {self.read} and {self.read_k}")
         if self.checkpoint_every < 0:

@@ -40,6 +40,9 @@ class TrainResult:
     skipped_steps: list[int] = field(default_factory=list)  # steps whose loss or gradient was not finite
     resumed_from: int | None = None
     compile: dict = field(default_factory=dict)  # what was compiled, and why anything fell back to eager
+    lr_scale: float = 1.0  # the forgetting budget halves it each time general text drifted past the budget
+    drift: list[list[float]] = field(default_factory=list)  # [step, ΔNLL on held-out general text] per check
+    stopped: str = ""  # why training ended before its last step (the forgetting budget), else empty
 
     @property
     def tokens_per_s(self) -> float:
@@ -61,11 +64,21 @@ class TrainResult:
             "skipped_steps": list(self.skipped_steps),
             "resumed_from": self.resumed_from,
             "compile": dict(self.compile),
+            "drift": [list(d) for d in self.drift],
+            "lr_scale": self.lr_scale,
+            "stopped": self.stopped,
         }
 
 
 class NonFiniteStep(ImprintWarning):
     """A step's loss or gradient was NaN or infinite; it was not applied."""
+
+
+class OverBudget(ImprintWarning):
+    """General text drifted past `train.forget_budget`: the learning rate was halved, or training stopped."""
+
+
+MIN_LR_SCALE = 1 / 16  # the forgetting budget stops training rather than halve the learning rate below this
 
 
 def lr_at(step: int, total: int, config: TrainConfig) -> float:
@@ -124,8 +137,13 @@ def train(
     checkpoint: Path | None = None,
     resume: bool = False,
     log_dir: Path | None = None,
+    drift=None,
 ):
     """Train the model's trainable parameters on `examples`; returns a TrainResult.
+
+    `drift(model) -> float` (with `config.forget_budget`) measures how far the model moved from the base on
+    general text (ΔNLL, nats/token); it is called every `config.forget_every` steps, and past the budget the
+    learning rate is halved (a 16th: training stops, and the result says so).
 
     `progress(done, total, info)` is called after each step. With `checkpoint`, state is saved there every
     `config.checkpoint_every` steps; `resume=True` continues from it, replaying the same batch order (the plan
@@ -174,7 +192,7 @@ def train(
             for batch in micro:
                 result.tokens += batch["n_tokens"]
                 result.trained_tokens += int((batch["labels"][:, 1:] != -100).sum())
-            lr = lr_at(step, total_steps, config)
+            lr = lr_at(step, total_steps, config) * result.lr_scale
             if finite:
                 in_a_row = 0
                 for group in optimizer.param_groups:
@@ -196,6 +214,8 @@ def train(
             result.compile = micro_step.describe()
             if in_a_row >= config.max_nonfinite:
                 raise TrainingError(_stop_message(result, step_loss, in_a_row, checkpoint, config))
+            if drift and config.forget_budget and result.steps % config.forget_every == 0:
+                _watch_drift(drift, model, micro_step, result, config)
             if checkpoint and config.checkpoint_every and result.steps % config.checkpoint_every == 0 and not in_a_row:
                 save_checkpoint(checkpoint, model, optimizer, result, fingerprint)
             if tracker:
@@ -207,8 +227,34 @@ def train(
                 if result.skipped_steps:
                     info["skipped"] = len(result.skipped_steps)
                 progress(step + 1, total_steps, info)
+            if result.stopped:
+                break
     model.eval()
     return result
+
+
+def _watch_drift(drift, model, micro_step: MicroStep, result: TrainResult, config: TrainConfig) -> None:
+    """The forgetting budget: measure drift on held-out general text; past the budget halve the lr, or stop."""
+    with micro_step.eager():  # a no-grad eval forward would make compiled layers recompile
+        delta = float(drift(model))
+    model.train()
+    result.drift.append([result.steps, round(delta, 4)])
+    if delta <= config.forget_budget:
+        return
+    if result.lr_scale / 2 < MIN_LR_SCALE:
+        result.stopped = (
+            f"forgetting budget: general-text ΔNLL {delta:.3f} > {config.forget_budget} at step {result.steps} "
+            f"with the learning rate already at {result.lr_scale:g} of its schedule"
+        )
+        warnings.warn(f"training stopped early: {result.stopped}", OverBudget, stacklevel=3)
+        return
+    result.lr_scale /= 2
+    warnings.warn(
+        f"step {result.steps}: general-text ΔNLL {delta:.3f} nats/token is over train.forget_budget "
+        f"{config.forget_budget}: learning rate halved (now {result.lr_scale:g} of its schedule)",
+        OverBudget,
+        stacklevel=3,
+    )
 
 
 def _forward_backward(micro_step: MicroStep, micro: list[dict], params, config: TrainConfig) -> tuple[float, float]:

@@ -59,6 +59,43 @@ PROMPTS = [
     "A balanced diet includes",
 ]
 
+# General prompts whose base-model samples training watches for drift (`train.forget_budget`): disjoint from
+# PROMPTS (trained on) and from imprint.evaluate.forgetting.RETENTION_PROMPTS (graded), tested.
+WATCH_PROMPTS = [
+    "The Roman aqueducts",
+    "Bees make honey by",
+    "A triangle has",
+    "The best way to store fresh herbs",
+    "The Arctic tundra",
+    "Sound travels",
+    "The Renaissance in Italy",
+    "A database index",
+    "The human skeleton",
+    "Jane Austen",
+    "The capital of Canada",
+    "Radioactivity was discovered",
+    "Learning to ride a bicycle",
+    "Mars has two moons",
+    "The Mississippi River",
+    "Drinking enough water",
+    "Earthquakes happen when",
+    "In accounting, a balance sheet",
+    "The Colosseum in Rome",
+    "The immune system",
+    "The Indian Ocean",
+    "A limerick is",
+    "The telephone was invented",
+    "Buoyancy is",
+    "Question: What is the freezing point of water in Fahrenheit?\nAnswer:",
+    "Question: Who discovered penicillin?\nAnswer:",
+    "Question: How many sides does a hexagon have?\nAnswer:",
+    "Question: What is the largest mammal?\nAnswer:",
+    "Thank you for your letter of",
+    "The old lighthouse keeper",
+    "Interest rates rose",
+    "while True:",
+]
+
 
 def _cache_file(model_name: str, n_samples: int, max_new_tokens: int, seed: int) -> Path:
     from imprint.models import cache_root
