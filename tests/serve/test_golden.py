@@ -34,7 +34,9 @@ SERVED = ["tiny", "alpha@1", "beta", "cart", "whole"]
 
 
 def _answer(a) -> dict:
-    evidence = [{**e, "score": round(e["score"], 4)} for e in a.evidence]
+    # a document's id hashes its path, which is a new temporary folder each run: keep the chunk's version:ordinal
+    evidence = [{**e, "score": round(e["score"], 4), "doc_id": "doc", "chunk_id": e["chunk_id"].split(":", 1)[1]}
+                for e in a.evidence]  # fmt: skip
     return {"answer": a.answer, "guess": a.guess, "confidence": a.confidence, "abstained": a.abstained,
             "supported": a.supported, "prompt_tokens": a.prompt_tokens, "signals": a.signals, "evidence": evidence,
             "mode": a.mode, "module": a.module}  # fmt: skip
