@@ -5,9 +5,9 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
+from imprint.inference import Batch, Row, Sampling, generate
+from imprint.inference.multilora import LoraBank
 from imprint.methods.prefix.method import PrefixMethod, PrefixModel
-from imprint.serve.engine import Batch, Row, Sampling, generate
-from imprint.serve.multilora import LoraBank
 from imprint.testing import tiny_lm, tiny_tokenizer
 
 ADAPTERS = {
