@@ -13,6 +13,10 @@ closed-book modes the chunks retrieved for question + answer, so the user sees w
 the weights said (`supported`). Confidence starts as the geometric mean of the answer tokens' probabilities and
 is mapped through the workspace's calibration when one was fitted (`imprint calibrate`), which also decides when
 to abstain: the answer then says the corpus does not contain it, and the model's guess is kept in `guess`.
+
+Text comes from the one inference engine (`imprint.inference`) by the answer rule; `retrieve`, `answer_prompt` and
+`make_answers` are the steps around it, which the server runs around its own batches. `Answer.record()` is the
+one serialised form (`imprint ask --json`, the API's `imprint` field, scorecard rows).
 """
 
 from __future__ import annotations
