@@ -4,7 +4,7 @@ Answers the sample eval set (40 answerable + 10 unanswerable questions) in `rag`
 gemma-3-270m, then measures, for each candidate signal, how well it separates answerable from unanswerable
 questions (ROC AUC: 0.5 is chance, 1.0 perfect; below 0.5 the signal points the wrong way):
 
-- `logprob`, `relevance`, `support`: the three signals imprint's calibration uses (imprint/answer.py).
+- `logprob`, `relevance`, `support`: the three signals imprint's calibration uses (imprint/answer/calibration.py).
 - `coverage`: how much of the question the retrieved chunks cover, token by token (IDF-weighted recall of the
   question's MiniLM token embeddings against the chunks' tokens, as BERTScore computes recall), and
   `worst_term`: the least-covered of the question's rarer half of tokens.
@@ -35,7 +35,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from imprint import pipeline
-from imprint.answer import _generate, answer_questions
+from imprint.answer import answer_questions, greedy_answers
 from imprint.evaluate.calibration import fit_calibration
 from imprint.evaluate.evalset import load_eval_set
 from imprint.evaluate.metrics import token_f1
@@ -116,7 +116,7 @@ def main() -> None:
             context_prompt(q, [(h.title, h.text) for h in cut(hits)])
             for q, hits in zip(questions, hits_of, strict=True)
         ]
-        for i, (guess, *_rest) in enumerate(_generate(base.model, base.tokenizer, prompts, 24, 16)):
+        for i, (guess, *_rest) in enumerate(greedy_answers(base.model, base.tokenizer, prompts, 24, 16)):
             agreement[i] += token_f1(guess, [answers[i].guess]) / len(PERTURBATIONS) if answers[i].guess else 0.0
     signals["consistency"] = agreement
     refuse_prompts = [

@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from imprint import pipeline
-from imprint.answer import _generate, support
+from imprint.answer import greedy_answers, support
 from imprint.evaluate.calibration import fit_calibration
 from imprint.evaluate.evalset import load_eval_set
 from imprint.evaluate.metrics import exact_match, token_f1
@@ -79,7 +79,7 @@ def main() -> None:
     for name, context in variants.items():
         prompts = [context_prompt(i.question, context(i.question, h)) for i, h in zip(items, hits, strict=True)]
         start = time.perf_counter()
-        generated = _generate(base.model, base.tokenizer, prompts, 24, 16)
+        generated = greedy_answers(base.model, base.tokenizer, prompts, 24, 16)
         seconds = (time.perf_counter() - start) / len(items)
         guesses = [g[0] for g in generated]
         supp = np.array([max(support(g, x.text) for x in h) for g, h in zip(guesses, hits, strict=True)])

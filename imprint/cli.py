@@ -239,8 +239,7 @@ def cmd_ask(args) -> None:
     answerer = Answerer(_workspace(args), mode, args.module, args.model, args.k, retrieval, args.collection)
     answer = answerer([args.question])[0]
     if args.json:
-        out = answer.to_dict()
-        print(json.dumps({k: out[k] for k in ANSWER_FIELDS}))
+        print(json.dumps(answer.record()))
         return
     style = "yellow" if answer.abstained else "bold"
     console.print(f"[{style}]{answer.answer}[/{style}]")
@@ -256,24 +255,10 @@ def cmd_ask(args) -> None:
         console.print(f"[dim]  [{n}] {ev['title']} ({ev['chunk_id']}, score {ev['score']:.3f}): {ev['quote']}[/dim]")
 
 
-ANSWER_FIELDS = (
-    "answer",
-    "confidence",
-    "evidence",
-    "mode",
-    "module",
-    "abstained",
-    "supported",
-    "latency_ms",
-    "prompt_tokens",
-)
-
-
 def cmd_calibrate(args) -> None:
     from imprint.answer import Answerer
-    from imprint.evaluate.calibration import calibration_path, fit_calibration
-    from imprint.evaluate.metrics import exact_match, token_f1
-    from imprint.evaluate.run import load_eval_set
+    from imprint.evaluate.calibration import calibrate
+    from imprint.evaluate.evalset import load_eval_set
 
     _check_k(args.k)
     ws = _workspace(args)
@@ -293,29 +278,8 @@ def cmd_calibrate(args) -> None:
     )
     for mode in args.mode or ["rag"]:
         answerer = Answerer(ws, mode, args.module, args.model, k=args.k, retrieval=retrieval)
-        answerer.calibration = None  # fit on raw signals, not on a previous calibration's output
         with Bar(f"calibrate {answerer.system}", unit="questions") as bar:
-            answers = answerer([i.question for i in items], progress=lambda d, t: bar.update(d, t))
-        rows = [
-            {
-                "id": i.id,
-                "features": [a.signals["logprob"], a.signals["relevance"], a.signals["support"]],
-                "correct": bool(i.answers) and token_f1(a.guess, list(i.answers)) >= args.f1,
-                "answerable": getattr(i, "answerable", bool(i.answers)),
-            }
-            for i, a in zip(items, answers, strict=True)
-        ]
-        cal = fit_calibration(answerer.system, rows, max_answerable_abstain=args.max_abstain)
-        scored = [(i, a) for i, a in zip(items, answers, strict=True) if i.answers]
-        cal.report.update(
-            {
-                "eval_sets": [str(p) for p in args.questions],
-                "correct_if_f1_at_least": args.f1,
-                "exact_match": round(sum(exact_match(a.guess, list(i.answers)) for i, a in scored) / len(scored), 4),
-                "token_f1": round(sum(token_f1(a.guess, list(i.answers)) for i, a in scored) / len(scored), 4),
-            }
-        )
-        cal.save(calibration_path(ws.root, answerer.system))
+            cal = calibrate(answerer, items, args.questions, args.f1, args.max_abstain, progress=bar.update)
         r = cal.report
         pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
         table.add_row(
@@ -337,7 +301,7 @@ def cmd_eval(args) -> None:
 
     from imprint.evaluate.report import write_report
     from imprint.evaluate.report.terminal import print_scorecard
-    from imprint.evaluate.run import MODES, EvalOptions, evaluate
+    from imprint.evaluate.run import EvalOptions, evaluate
 
     modes = tuple(m.strip() for m in args.systems.split(",")) if args.systems else MODES
     if args.no_base:
@@ -448,25 +412,22 @@ def cmd_update(args) -> None:
 
 
 def cmd_rollback(args) -> None:
-    from imprint.pipeline import module_entry
-
     name, at, version = args.module.partition("@")
     if not at or not version:
         raise ImprintError(f"rollback needs a version: {name}@N (`imprint modules` lists them)")
     ws = _workspace(args)
-    entry = module_entry(ws, args.module)  # unknown or malformed versions fail here, before anything changes
+    entry = ws.module(args.module)  # unknown or malformed versions fail here, before anything changes
     ws.set_current_module(entry.name, entry.version)
     console.print(f"module {entry.name}: current version is now {entry.name}@{entry.version}")
 
 
 def cmd_diff(args) -> None:
     from imprint.evaluate.evalset import load_eval_set
-    from imprint.pipeline import module_entry
     from imprint.update import diff_answers
 
     ws = _workspace(args)
     for spec in (args.a, args.b):
-        module_entry(ws, spec)  # an unknown module fails before any model loads
+        ws.module(spec)  # an unknown module fails before any model loads
     items = load_eval_set(args.questions)
     with Bar("diff", unit="questions") as bar:
         found = diff_answers(ws, args.a, args.b, [i.question for i in items], lambda d, t: bar.update(d, t))
@@ -524,7 +485,7 @@ def cmd_serve(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from imprint.serve.export import export_module
+    from imprint.methods.lora.export import export_module
 
     report = export_module(_workspace(args), args.module, args.format, args.out)
     console.print(f"exported {report['module']} as a {report['format']} adapter to {report['out']}")

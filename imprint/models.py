@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,10 +44,36 @@ def preferred_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 
+_AUTOCAST: weakref.WeakSet = weakref.WeakSet()  # models marked by `mark_autocast`
+_GUARDED: weakref.WeakSet = weakref.WeakSet()  # output projections `guard_output_projection` already hooked
+
+
+def mark_autocast(model: torch.nn.Module) -> torch.nn.Module:
+    """Run `model` under bf16 autocast where the hardware has bf16 (see `wants_autocast`)."""
+    _AUTOCAST.add(model)
+    return model
+
+
 def wants_autocast(model: torch.nn.Module) -> bool:
     """Whether to run `model` under bf16 autocast: methods that keep fp32 master weights next to a bf16 base
     (full fine-tuning) mark their model; LoRA (PEFT casts its own adapters) and plain models run as loaded."""
-    return bool(getattr(model, "imprint_autocast", False)) and preferred_dtype() == torch.bfloat16
+    return model in _AUTOCAST and preferred_dtype() == torch.bfloat16
+
+
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The forward argument that takes a KV cache: transformers renamed `past_key_values` to `cache` during 5.x.
+    Wrappers (PEFT, `PrefixModel`) pass it through to the model they wrap, which decides."""
+    import inspect
+
+    while hasattr(model, "get_base_model") and model.get_base_model() is not model:
+        model = model.get_base_model()
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
+def output_cache(output):
+    """The KV cache a forward returned, under either name (see `cache_keyword`)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def embedded_dir(name: str = DEFAULT_MODEL) -> Path:
@@ -125,9 +152,9 @@ def guard_output_projection(model: torch.nn.Module) -> torch.nn.Module:
     Every LoRA answer paid that once per question batch; a contiguous copy of one row per sequence costs nothing.
     """
     head = model.get_output_embeddings()
-    if head is not None and not getattr(head, "_imprint_contiguous", False):
+    if head is not None and head not in _GUARDED:
         head.register_forward_pre_hook(_contiguous_input)
-        head._imprint_contiguous = True
+        _GUARDED.add(head)
     return model
 
 

@@ -17,7 +17,7 @@ import torch
 
 from imprint import __version__, registry
 from imprint.config import build, check_sections
-from imprint.errors import ImprintError, NotFoundError, TrainingError
+from imprint.errors import ImprintError, TrainingError
 from imprint.evaluate.heldin import HeldIn, describe
 from imprint.methods.integrity import check_module_files, check_trained
 from imprint.models import DEFAULT_MODEL, load_base, load_tokenizer
@@ -361,18 +361,14 @@ def _ids_digest(ids: list[str]) -> str:
 
 
 def module_entry(ws, spec: str):
-    """The registry entry of `name` (its current version: `imprint rollback` sets it, else the newest) or
-    `name@version`."""
-    name, _, version = spec.partition("@")
-    if version and not version.isdigit():
-        raise NotFoundError(f"bad module version in {spec!r}: use name@N")
-    return ws.get_module(name, int(version) if version else None)
+    """`ws.module(spec)`, under the name callers on other branches still use (remove once they are merged)."""
+    return ws.module(spec)
 
 
 def load_module(ws, spec: str):
     """Load `name` or `name@version`: returns (model with the module attached, tokenizer, manifest)."""
-    directory = Path(module_entry(ws, spec).path)
-    manifest = json.loads((directory / "manifest.json").read_text())
+    entry = ws.module(spec)
+    directory, manifest = Path(entry.path), entry.manifest
     check_module_files(directory)  # a module with a NaN is refused, never answered with
     base = load_base(manifest["base_model"])
     model = registry.method(manifest["method"])().load(base.model, directory)

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from imprint.answer import ABSTAIN_TEXT, MODES, Answerer, _generate, _generate_in_context, answer_questions
+from imprint.answer import ABSTAIN_TEXT, MODES, Answerer, _answer_in_context, answer_questions, greedy_answers
 from imprint.errors import ImprintError
 from imprint.evaluate.calibration import Calibration
 from imprint.ingest import chunk_text
@@ -58,9 +58,9 @@ def test_every_mode_answers_with_evidence(base, ws, mode):
 def test_icl_cache_reuse_gives_the_same_answer_as_the_full_prompt(base):
     documents = [("Team", TEXT)]
     questions = ["Who is the CFO?", "Where is the office?"]
-    cached = _generate_in_context(base.model, base.tokenizer, documents, questions, max_new_tokens=8)
+    cached = _answer_in_context(base.model, base.tokenizer, documents, questions, max_new_tokens=8)
     prompts = [f"{CONTEXT_INSTRUCTION}{passages_block(documents)}\n\n{qa_prompt(q)}" for q in questions]
-    full = _generate(base.model, base.tokenizer, prompts, max_new_tokens=8, batch_size=1)
+    full = greedy_answers(base.model, base.tokenizer, prompts, max_new_tokens=8, batch_size=1)
     assert [(a, round(p, 3)) for a, p, _, _ in cached] == [(a, round(p, 3)) for a, p, _, _ in full]
     assert [n for _, _, n, _ in cached] == [n for _, _, n, _ in full]
 
@@ -68,8 +68,8 @@ def test_icl_cache_reuse_gives_the_same_answer_as_the_full_prompt(base):
 def test_icl_completion_continues_the_prompt_after_the_corpus(base):
     documents = [("Team", TEXT)]
     prompts = ["Priya Raman has served as chief financial officer since", "Employees receive"]
-    cached = _generate_in_context(base.model, base.tokenizer, documents, prompts, max_new_tokens=8, completion=True)
-    full = _generate(base.model, base.tokenizer, [completion_prompt(p, documents) for p in prompts], 8, batch_size=1)
+    cached = _answer_in_context(base.model, base.tokenizer, documents, prompts, max_new_tokens=8, completion=True)
+    full = greedy_answers(base.model, base.tokenizer, [completion_prompt(p, documents) for p in prompts], 8, 1)
     assert [(a, round(p, 3), n) for a, p, n, _ in cached] == [(a, round(p, 3), n) for a, p, n, _ in full]
 
 

@@ -7,30 +7,21 @@ Two questions get two models, because they have different labels:
   questions; below a threshold the system says the corpus does not contain the answer. The threshold is the
   highest one that abstains on at most `max_answerable_abstain` of the answerable questions it was fitted on.
 
-Signals (`features()`): the answer tokens' mean log-probability, how close in meaning the best evidence sentence
-is to the question (retrieval relevance), and how much of the answer the evidence contains (support). Reported
-figures come from k-fold cross-validation, so a threshold is never scored on the questions that chose it.
+Signals: `imprint.answer.calibration.features` (the runtime half, beside answering: the fitted model, applying
+it, loading it). Reported figures come from k-fold cross-validation, so a threshold is never scored on the
+questions that chose it.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-FEATURES = ("logprob", "relevance", "support")
-# Without calibration data, abstain when no evidence sentence is this close to the question (MiniLM cosine);
-# measured on the sample eval set, answerable questions' best evidence sentence scored 0.37-0.89.
-DEFAULT_MIN_RELEVANCE = 0.3
+from imprint.answer.calibration import Calibration, calibration_path, features, load_calibration, predict, uncalibrated
 
-
-def features(confidence: float, relevance: float | None, support: float | None) -> list[float]:
-    """Feature vector of one answer; retrieval signals are 0 where no retriever was used."""
-    logprob = math.log(max(confidence, 1e-6))
-    return [logprob, relevance or 0.0, support or 0.0]
+__all__ = ["Calibration", "calibrate", "calibration_path", "expected_calibration_error", "features",
+           "fit_calibration", "load_calibration", "uncalibrated"]  # fmt: skip
 
 
 def expected_calibration_error(confidences, correct, bins: int = 10) -> float:
@@ -60,46 +51,6 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple[np.nda
     return mean, scale, np.r_[model.coef_[0], model.intercept_[0]]
 
 
-def _predict(params: dict, x: np.ndarray) -> np.ndarray:
-    z = ((x - np.asarray(params["mean"])) / np.asarray(params["scale"])) @ np.asarray(params["weights"][:-1])
-    return 1.0 / (1.0 + np.exp(-(z + params["weights"][-1])))
-
-
-@dataclass
-class Calibration:
-    """A fitted calibration for one system (mode, and module when there is one), stored as JSON."""
-
-    system: str
-    confidence: dict | None  # logistic params predicting a right answer
-    answerable: dict | None  # logistic params predicting that the corpus holds the answer
-    threshold: float  # abstain when P(answerable) < threshold
-    report: dict  # cross-validated ECE / abstention figures and the data they came from
-
-    def confidence_of(self, feats: list[float]) -> float:
-        if not self.confidence:
-            return float(math.exp(feats[0]))
-        return float(_predict(self.confidence, np.asarray([feats]))[0])
-
-    def should_abstain(self, feats: list[float]) -> bool:
-        if not self.answerable:
-            return feats[1] < DEFAULT_MIN_RELEVANCE and feats[1] > 0
-        return float(_predict(self.answerable, np.asarray([feats]))[0]) < self.threshold
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: Path) -> Calibration:
-        return cls(**json.loads(path.read_text()))
-
-
-def uncalibrated(system: str) -> Calibration:
-    return Calibration(system, None, None, 0.5, {"calibrated": False})
-
-
 def _threshold(p_answerable: np.ndarray, answerable: np.ndarray, max_answerable_abstain: float) -> float:
     """Highest threshold abstaining on at most the allowed share of answerable questions."""
     scores = np.sort(p_answerable[answerable == 1])
@@ -114,7 +65,7 @@ def _fit(feats: np.ndarray, correct: np.ndarray, answerable: np.ndarray, max_abs
     ans = _fit_logistic(feats, answerable) if len(set(answerable.tolist())) == 2 else None
     conf_p = None if conf is None else dict(zip(("mean", "scale", "weights"), (a.tolist() for a in conf), strict=True))
     ans_p = None if ans is None else dict(zip(("mean", "scale", "weights"), (a.tolist() for a in ans), strict=True))
-    threshold = _threshold(_predict(ans_p, feats), answerable, max_abstain) if ans_p else 0.5
+    threshold = _threshold(predict(ans_p, feats), answerable, max_abstain) if ans_p else 0.5
     return conf_p, ans_p, threshold
 
 
@@ -157,14 +108,32 @@ def _rate(mask: np.ndarray) -> float | None:
     return round(float(mask.mean()), 4) if mask.size else None
 
 
-def calibration_path(ws_root: Path, system: str) -> Path:
-    return ws_root / "calibration" / f"{system.replace('/', '_')}.json"
+def calibrate(answerer, items, eval_paths: list, min_f1: float = 0.5, max_answerable_abstain: float = 0.1,
+              progress=None) -> Calibration:  # fmt: skip
+    """`imprint calibrate` for one system: answer `items` with `answerer` (an `imprint.answer.Answerer`) on raw
+    signals, fit, record what it was fitted on, and save it where answering finds it."""
+    from imprint.evaluate.metrics import exact_match, token_f1
 
-
-def load_calibration(ws_root: Path, system: str, mode: str) -> Calibration:
-    """The calibration of this exact system (e.g. `module+rag:facts@2`), else of its mode, else none."""
-    for key in (system, mode):
-        path = calibration_path(ws_root, key)
-        if path.is_file():
-            return Calibration.load(path)
-    return uncalibrated(system)
+    answerer.calibration = None  # fit on raw signals, not on a previous calibration's output
+    answers = answerer([i.question for i in items], progress=progress)
+    rows = [
+        {
+            "id": i.id,
+            "features": [a.signals["logprob"], a.signals["relevance"], a.signals["support"]],
+            "correct": bool(i.answers) and token_f1(a.guess, list(i.answers)) >= min_f1,
+            "answerable": getattr(i, "answerable", bool(i.answers)),
+        }
+        for i, a in zip(items, answers, strict=True)
+    ]
+    cal = fit_calibration(answerer.system, rows, max_answerable_abstain=max_answerable_abstain)
+    scored = [(i, a) for i, a in zip(items, answers, strict=True) if i.answers]
+    cal.report.update(
+        {
+            "eval_sets": [str(p) for p in eval_paths],
+            "correct_if_f1_at_least": min_f1,
+            "exact_match": round(sum(exact_match(a.guess, list(i.answers)) for i, a in scored) / len(scored), 4),
+            "token_f1": round(sum(token_f1(a.guess, list(i.answers)) for i, a in scored) / len(scored), 4),
+        }
+    )
+    cal.save(calibration_path(answerer.root, answerer.system))
+    return cal

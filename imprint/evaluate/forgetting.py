@@ -68,58 +68,31 @@ def _cache_file(model_name: str, n: int, max_new_tokens: int, seed: int, kind: s
     return cache_root() / kind / f"{safe}-n{n}-t{max_new_tokens}-s{seed}.jsonl"
 
 
-@torch.inference_mode()
 def retention_samples(
     base, n: int = 32, max_new_tokens: int = 64, seed: int = 1234, prompts=None, kind: str = "retention"
 ) -> list[dict]:
-    """The base model's own samples (temperature 1) on held-out general prompts: `{prompt_ids, sample_ids, text}`.
+    """The base model's own samples (temperature 1, no top-k or top-p reshaping; prompt i drawn with seed + i) on
+    held-out general prompts: `{prompt, prompt_ids, sample_ids, text}`, up to the first stop token.
 
     Cached per base model and settings, so every eval of modules on this base scores the same sequences.
     `prompts` (default `RETENTION_PROMPTS`) and `kind` (the cache folder) let training watch its own drift on
     another held-out set (`imprint.train.replay.WATCH_PROMPTS`), never on the prompts eval grades.
     """
+    from imprint.inference import Row, Sampling, generate, stop_token_ids
+
     path = _cache_file(base.name, n, max_new_tokens, seed, kind)
-    prompts = prompts or RETENTION_PROMPTS
     if path.exists():
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     model, tokenizer = base.model, base.tokenizer
-    device = next(model.parameters()).device
-    stop = tokenizer.eos_token_id
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    prompts = prompts or RETENTION_PROMPTS
     prompts = [prompts[i % len(prompts)] for i in range(n)]
-    samples = []
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        with Bar("retention samples", unit="prompts") as bar:
-            for start in range(0, n, 16):
-                batch = prompts[start : start + 16]
-                enc = tokenizer(batch, return_tensors="pt", padding=True).to(device)
-                out = model.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=True,
-                    temperature=1.0,  # the base's own distribution: no temperature, top-k or top-p reshaping
-                    top_p=1.0,
-                    top_k=0,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-                for row, prompt in enumerate(batch):
-                    generated = out[row, enc["input_ids"].shape[1] :].tolist()
-                    sample = generated[: generated.index(stop)] if stop in generated else generated
-                    if sample:
-                        samples.append(
-                            {
-                                "prompt": prompt,
-                                "prompt_ids": tokenizer(prompt)["input_ids"],
-                                "sample_ids": sample,
-                                "text": tokenizer.decode(sample, skip_special_tokens=True),
-                            }
-                        )
-                bar.update(min(start + 16, n), n)
-    finally:
-        tokenizer.padding_side = side
-        torch.random.set_rng_state(generator_state)
+    stop_ids = stop_token_ids(tokenizer, model)
+    rows = [Row(tokenizer(p)["input_ids"], Sampling(max_new_tokens, 1.0, 1.0, seed=seed + i), stop_ids)
+            for i, p in enumerate(prompts)]  # fmt: skip
+    with Bar("retention samples", unit="prompts") as bar:
+        generate(model, tokenizer, rows, progress=bar.update)
+    samples = [{"prompt": p, "prompt_ids": r.prompt_ids, "sample_ids": r.ids, "text": r.text}
+               for p, r in zip(prompts, rows, strict=True) if r.ids]  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")

@@ -4,17 +4,11 @@ which go on past the answer)."""
 
 from __future__ import annotations
 
-import re
-import string
 from collections import Counter
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans("", "", string.punctuation)
+from imprint.answer.normalize import normalize
 
-
-def normalize(text: str) -> str:
-    text = text.lower().translate(_PUNCT)
-    return " ".join(_ARTICLES.sub(" ", text).split())
+__all__ = ["answer_contained", "exact_match", "mean", "normalize", "percentile", "token_f1"]
 
 
 def exact_match(prediction: str, answers: list[str]) -> float:

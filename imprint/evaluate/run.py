@@ -20,12 +20,11 @@ A leakage check runs before any answering and stops the run when an eval questio
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from imprint.answer import RETRIEVAL_MODES, system_name
+from imprint.answer import MODES, RETRIEVAL_MODES, system_name
 from imprint.errors import ImprintError
 from imprint.evaluate.calibration import expected_calibration_error, load_calibration
 from imprint.evaluate.choice import score_choice_items
@@ -39,7 +38,6 @@ from imprint.progress import Bar
 __all__ = ["SystemSpec", "evaluate", "load_eval_set", "plan_systems"]
 
 SCHEMA_VERSION = 1
-MODES = ("base", "icl", "rag", "module", "module+rag")
 
 
 @dataclass(frozen=True)
@@ -111,18 +109,12 @@ def _open_rows(items: list[EvalItem], answers) -> list[dict]:
                 "split": item.split,
                 "answerable": item.answerable,
                 "gold": gold,
-                "answer": ans.answer,
-                "confidence": ans.confidence,
-                "abstained": bool(getattr(ans, "abstained", False)),
-                "supported": getattr(ans, "supported", None),
-                "evidence": list(getattr(ans, "evidence", []) or []),
+                **ans.record(),
                 "em": exact_match(ans.answer, gold) if item.answerable else None,
                 "f1": token_f1(ans.answer, gold) if item.answerable else None,
                 "contained": answer_contained(ans.answer, gold) if item.answerable else None,
                 "completion": item.completion,
                 "probe": item.probe,
-                "latency_ms": ans.latency_ms,
-                "prompt_tokens": getattr(ans, "prompt_tokens", None),
             }
         )
     return rows
@@ -313,7 +305,7 @@ def evaluate(
     ws, eval_paths, modules: list[str], model: str = DEFAULT_MODEL, options: EvalOptions | None = None, judge=None
 ) -> dict:
     """Score every system on the same questions; returns the scorecard dict (see the module docstring)."""
-    from imprint.pipeline import load_module, module_entry
+    from imprint.pipeline import load_module
 
     options = options or EvalOptions()
     paths = [eval_paths] if isinstance(eval_paths, str | Path) else list(eval_paths)
@@ -322,10 +314,9 @@ def evaluate(
     retain = [i for i in items if i.split == "retain"]
     manifests, module_dirs = {}, {}
     for spec in modules:
-        directory = Path(module_entry(ws, spec).path)
-        manifest = json.loads((directory / "manifest.json").read_text())
-        label = f"{manifest['name']}@{manifest['version']}"
-        manifests[label], module_dirs[label] = manifest, directory
+        entry = ws.module(spec)
+        label = f"{entry.name}@{entry.version}"
+        manifests[label], module_dirs[label] = entry.manifest, Path(entry.path)
     bases = sorted({m["base_model"] for m in manifests.values()})
     if len(bases) > 1:
         raise ImprintError(f"modules were trained on different base models ({', '.join(bases)}): eval them apart")

@@ -108,6 +108,7 @@ def create_app(
     async def lifespan(app: FastAPI):
         yield
         service.scheduler.close()
+        service.retrieval_thread.shutdown(wait=False)
 
     app = _app(lifespan)
     app.state.service = service
@@ -191,7 +192,7 @@ async def stats(service: Svc, who: Who):
 
 def _answer_response(service, answer, meta: dict, body):
     """An `imprint.answer.Answer` as a chat completion (or its stream), with its evidence under `imprint`."""
-    info = {k: getattr(answer, k) for k in ("module", "mode", "evidence", "confidence", "supported", "abstained")}
+    info = {k: v for k, v in answer.record().items() if k != "answer"}  # the answer itself is the message
     completion = len(service.tokenizer.encode(answer.guess, add_special_tokens=False)) if answer.guess else 0
     used = {"prompt_tokens": answer.prompt_tokens, "completion_tokens": completion,
             "total_tokens": answer.prompt_tokens + completion}  # fmt: skip

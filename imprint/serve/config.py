@@ -41,7 +41,7 @@ class ServeConfig:
         default="segmented",
         metadata={
             "help": "how one batch applies many LoRA adapters: 'segmented' (rows sorted by adapter, in-place "
-            "updates per segment; imprint.serve.multilora) or 'peft' (PEFT's mixed-adapter batches)"
+            "updates per segment; imprint.inference.multilora) or 'peft' (PEFT's mixed-adapter batches)"
         },
     )
 

@@ -2,8 +2,8 @@
 
 - `/v1/completions`: the prompt as given (plus the tokenizer's BOS), nothing added.
 - `/v1/chat/completions` on a module, when the conversation is one user message: the closed-book question format
-  the modules were trained on (`imprint.prompts.qa_prompt`, "Question: ...\\nAnswer:"); as with `imprint ask`, the
-  answer may not open with a blank line and ends at the end of its line. The module answers best in this format.
+  the modules were trained on (`imprint.prompts.qa_prompt`, "Question: ...\\nAnswer:"), answered by the answer rule
+  of `imprint ask` (`imprint.inference.rules`). The module answers best in this format.
 - any other chat: the tokenizer's chat template when it has one; otherwise (the embedded gemma-3-270m is a base
   model and has none) a plain transcript, system text first, then "User: ...", "Assistant: ..." lines, ending in
   "Assistant:"; generation stops before the model writes the next "\\nUser:" turn.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imprint.inference import ANSWER_STOPS, blank_ids
 from imprint.prompts import qa_prompt
 
 TRANSCRIPT_STOP = "\nUser:"
@@ -26,6 +27,7 @@ class Prompt:
     lstrip: bool = False  # drop the space a format leaves before the answer
     style: str = "raw"  # raw | qa | template | transcript
     suppress_first: frozenset[int] = frozenset()  # tokens that may not open the answer
+    answer: bool = False  # cut by the answer rule, as `imprint ask` answers
 
 
 def _encode(tokenizer, text: str, special: bool) -> list[int]:
@@ -47,11 +49,8 @@ def chat_prompt(tokenizer, messages: list[tuple[str, str]], on_module: bool) -> 
     """`messages` as (role, text) pairs; roles system, developer, user, assistant."""
     question = single_question(messages) if on_module else None
     if question is not None:
-        from imprint.answer import blank_ids  # the rule `imprint ask` answers by: no blank line opens an answer
-
         text = qa_prompt(question)
-        blank = frozenset(blank_ids(tokenizer))
-        return Prompt(text, _encode(tokenizer, text, True), ("\n",), True, "qa", blank)
+        return Prompt(text, _encode(tokenizer, text, True), ANSWER_STOPS, False, "qa", blank_ids(tokenizer), True)
     if getattr(tokenizer, "chat_template", None):
         turns = [{"role": "system" if r == "developer" else r, "content": t} for r, t in messages]
         text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
@@ -66,11 +65,3 @@ def transcript_prompt(tokenizer, messages: list[tuple[str, str]]) -> Prompt:
     ]
     text = (system + "\n\n" if system else "") + "\n".join([*lines, "Assistant:"])
     return Prompt(text, _encode(tokenizer, text, True), stop=(TRANSCRIPT_STOP,), lstrip=True, style="transcript")
-
-
-def stop_token_ids(tokenizer, model) -> frozenset[int]:
-    """Tokens that end an answer: EOS, and any end-of-turn ids the model's generation config lists."""
-    ids = {tokenizer.eos_token_id}
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(configured if isinstance(configured, list) else [configured])
-    return frozenset(i for i in ids if isinstance(i, int))

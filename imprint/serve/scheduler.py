@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imprint.errors import ImprintError
+from imprint.inference import Batch, Row
 from imprint.serve.config import ServeConfig
-from imprint.serve.engine import Batch, Row
 from imprint.serve.modules import ModuleCache, ModuleTooLarge
 
 log = logging.getLogger("imprint.serve")
@@ -46,16 +46,11 @@ class ModuleRef:
 @dataclass(eq=False)
 class Job:
     """One request's sequences (`n` choices), its module (None: the bare base model) and its completion callback,
-    called once on the worker thread with None or the exception that failed it.
-
-    A job with a `task` has no rows: the worker calls `task(model)` between batches with a model that applies the
-    module to every row, and keeps what it returns in `result` (used for answers through `imprint.answer`)."""
+    called once on the worker thread with None or the exception that failed it."""
 
     rows: list[Row]
     module: ModuleRef | None
     done: Callable[[BaseException | None], None]
-    task: Callable | None = None
-    result: object = None
     cancelled: bool = False
     batch: str | None = None  # the batch its rows decode in ("" is the shared model)
     arrived: float = field(default_factory=time.monotonic)
@@ -149,7 +144,7 @@ class Scheduler:
         return {job.module.key for job in self.active if job.module is not None}
 
     def _start(self, jobs: list[Job]) -> None:
-        """Load the jobs' modules, run answer tasks, and let the rows of as many jobs as fit join batches."""
+        """Load the jobs' modules and let the rows of as many jobs as fit join batches."""
         waiting: list[Job] = []
         joining: dict[str, list[Job]] = {}
         for job in jobs:
@@ -171,9 +166,6 @@ class Scheduler:
                     log.exception("cannot load module %s", job.module.key)
                     job.complete(exc)
                     continue
-            if job.task:
-                self._run_task(job, loaded)
-                continue
             key = loaded.key if loaded is not None and loaded.model is not None else ""
             batch = self.batches.get(key)
             queued = sum(len(j.rows) for j in joining.get(key, []))
@@ -206,16 +198,6 @@ class Scheduler:
             self.stats["prefill_s"] += time.perf_counter() - started
             self.stats["prefills"] += 1
             self.stats["rows"] += sum(len(job.rows) for job in group)
-
-    def _run_task(self, job: Job, loaded) -> None:
-        try:
-            with self.cache.exclusive(loaded) as model:
-                job.result = job.task(model)
-        except Exception as exc:
-            log.exception("answer failed")
-            job.complete(exc)
-            return
-        job.complete(None)
 
     def _step(self) -> None:
         for key, batch in list(self.batches.items()):

@@ -133,6 +133,8 @@ class ImprintInfo(BaseModel):
     confidence: float | None = None
     supported: bool | None = None
     abstained: bool | None = None
+    latency_ms: float | None = None
+    prompt_tokens: int | None = None
 
 
 class AssistantMessage(BaseModel):

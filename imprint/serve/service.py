@@ -12,19 +12,20 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
 from imprint.errors import ImprintError, NotFoundError
+from imprint.inference import Row, Sampling, answer_row, stop_token_ids
 from imprint.methods.integrity import NonFiniteModuleError
 from imprint.models import BaseModel
 from imprint.prompts import qa_prompt
 from imprint.serve.config import ServeConfig
-from imprint.serve.engine import Row, Sampling
 from imprint.serve.errors import APIError
 from imprint.serve.indexes import IndexCache
 from imprint.serve.modules import ModuleCache, ModuleTooLarge
-from imprint.serve.prompting import Prompt, completion_prompt, stop_token_ids
+from imprint.serve.prompting import Prompt, completion_prompt
 from imprint.serve.scheduler import Job, ModuleRef, QueueFull, Scheduler
 from imprint.serve.tenants import KeyRing, Tenant
 
@@ -54,6 +55,8 @@ class Service:
         self.usage: dict[str, dict[str, int]] = {}  # per tenant: what /v1/imprint/stats shows it
         self.started = int(time.time())
         self._local = threading.local()
+        # retrieval and evidence: one thread, so the index cache and its SQLite connections are never shared
+        self.retrieval_thread = ThreadPoolExecutor(1, thread_name_prefix="imprint-retrieval")
 
     def workspace(self):
         """This thread's connection to the workspace (SQLite connections stay on the thread that made them)."""
@@ -67,7 +70,6 @@ class Service:
 
     def resolve(self, spec: str, tenant: Tenant) -> ModuleRef | None:
         """The module `spec` names, None for the base model; 404 when it is unknown or not this tenant's."""
-        from imprint.pipeline import module_entry
 
         missing = APIError(
             404, f"The model '{spec}' does not exist or you do not have access to it.", "model", "model_not_found"
@@ -80,7 +82,7 @@ class Service:
         if not tenant.allows(name):
             raise missing
         try:
-            entry = module_entry(self.workspace(), spec)
+            entry = self.workspace().module(spec)
         except (NotFoundError, ImprintError):
             raise missing from None
         if not tenant.owns(entry.collection):  # trained on another tenant's documents: as if it did not exist
@@ -143,39 +145,46 @@ class Service:
         return MergedRetriever(found)
 
     async def answer(self, body, question: str, module: ModuleRef | None, tenant: Tenant, options):
-        """One question answered through `imprint.answer.answer_questions`: `rag` or `module+rag` with retrieval,
-        `base` or `module` closed-book plus evidence otherwise; greedy, as `imprint ask` answers."""
-        from imprint.answer import answer_questions, system_name
-        from imprint.evaluate.calibration import load_calibration
+        """One question answered as `imprint ask` answers it (`imprint.answer`): `rag` or `module+rag` with
+        retrieval, `base` or `module` closed-book plus evidence otherwise; greedy, by the answer rule. The answer's
+        row decodes in the shared batch beside every other request's; retrieval and evidence run on the
+        retrieval thread (the workspace's SQLite connections and the index cache stay there)."""
+        from imprint.answer import Generated, answer_prompt, confidence, make_answers, retrieve, system_name
+        from imprint.answer.calibration import load_calibration
 
         if body.n != 1:
             raise APIError(400, "Answers with retrieval or evidence come one at a time: use n=1.", "n")
-        (row,) = self.plan(body, [completion_prompt(self.tokenizer, qa_prompt(question))], tenant, "messages")
+        (planned,) = self.plan(body, [completion_prompt(self.tokenizer, qa_prompt(question))], tenant, "messages")
         label = module.key if module else None
         mode = ("module+rag" if module else "rag") if options.retrieval else ("module" if module else "base")
         collections = self.collections(tenant, module, options)
+        loop = asyncio.get_running_loop()
 
-        def task(model):
+        def prepare():
             retriever = self.retriever(collections)
             if retriever is None and options.retrieval:
                 raise APIError(400, "The workspace has no documents to retrieve from.", "imprint.retrieval")
-            calibration = load_calibration(self.root, system_name(mode, label), mode)
-            return answer_questions(model, self.tokenizer, [question], mode, module=label, retriever=retriever,
-                                    calibration=calibration, k=options.k,
-                                    max_new_tokens=row.sampling.max_tokens)[0]  # fmt: skip
+            hits, search_ms = retrieve(retriever, [question], mode, options.k)
+            return retriever, hits, search_ms, load_calibration(self.root, system_name(mode, label), mode)
 
-        future = asyncio.get_running_loop().create_future()
-
-        def on_done(exc):
-            if not future.done():
-                future.set_exception(exc) if exc else future.set_result(None)
-
-        job = self.submit([], module, tenant, on_done, task=task)
         try:
-            await future
+            retriever, hits, search_ms, calibration = await loop.run_in_executor(self.retrieval_thread, prepare)
         except Exception as exc:
             raise as_api_error(exc) from exc
-        return job.result
+        ids = self.tokenizer(answer_prompt(question, hits[0])).input_ids
+        row = answer_row(self.tokenizer, ids, planned.sampling.max_tokens, self.stop_ids)
+        started = time.perf_counter()
+        await self.run([row], module, tenant)
+        generated = [Generated(row.text, confidence(self.tokenizer, row), row.prompt_tokens,
+                               (time.perf_counter() - started) * 1000)]  # fmt: skip
+
+        def finish():
+            return make_answers(generated, [question], hits, search_ms, mode, label, retriever, calibration, options.k)
+
+        try:
+            return (await loop.run_in_executor(self.retrieval_thread, finish))[0]
+        except Exception as exc:
+            raise as_api_error(exc) from exc
 
     # --- running a request ---
 
@@ -227,7 +236,14 @@ class Service:
                 )
                 stop_ids = frozenset() if body.ignore_eos else self.stop_ids
                 rows.append(
-                    Row(prompt.ids, sampling, stop_ids, lstrip=prompt.lstrip, suppress_first=prompt.suppress_first)
+                    Row(
+                        prompt.ids,
+                        sampling,
+                        stop_ids,
+                        lstrip=prompt.lstrip,
+                        suppress_first=prompt.suppress_first,
+                        answer=prompt.answer,
+                    )
                 )
         return rows
 
@@ -244,7 +260,7 @@ class Service:
     def _release(self, tenant: Tenant) -> None:
         self.inflight[tenant.name] -= 1
 
-    def submit(self, rows: list[Row], module: ModuleRef | None, tenant: Tenant, on_done, task=None) -> Job:
+    def submit(self, rows: list[Row], module: ModuleRef | None, tenant: Tenant, on_done) -> Job:
         """Queue the rows; `on_done(exc)` runs on the event loop once they are all finished (or failed)."""
         loop = asyncio.get_running_loop()
         self._admit(tenant)
@@ -256,7 +272,7 @@ class Service:
             usage["completion_tokens"] += sum(len(r.logprobs) for r in rows)
             on_done(exc)
 
-        job = Job(rows, module, lambda exc: loop.call_soon_threadsafe(finished, exc), task=task)
+        job = Job(rows, module, lambda exc: loop.call_soon_threadsafe(finished, exc))
         try:
             self.scheduler.submit(job)
         except QueueFull as exc:

@@ -12,8 +12,6 @@ import random
 import re
 from pathlib import Path
 
-import torch
-
 from imprint.synth.records import SynthRecord
 
 PROMPTS = [
@@ -104,35 +102,22 @@ def _cache_file(model_name: str, n_samples: int, max_new_tokens: int, seed: int)
     return cache_root() / "replay" / f"{safe}-n{n_samples}-t{max_new_tokens}-s{seed}.jsonl"
 
 
-@torch.inference_mode()
 def self_replay(base, n_samples: int = 64, max_new_tokens: int = 96, seed: int = 0) -> list[SynthRecord]:
-    """The base model's own samples on general prompts, cached per base model and settings."""
+    """The base model's own samples on general prompts (temperature 0.8, top-k 64, top-p 0.95; prompt i drawn with
+    seed + i), cached per base model and settings."""
+    from imprint.inference import Row, Sampling, generate, stop_token_ids
+
     path = _cache_file(base.name, n_samples, max_new_tokens, seed)
     if path.exists():
         return [SynthRecord.from_json(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     tokenizer, model = base.tokenizer, base.model
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n_samples)]
-    records = []
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        torch.manual_seed(seed)
-        for start in range(0, n_samples, 16):
-            batch = prompts[start : start + 16]
-            enc = tokenizer(batch, return_tensors="pt", padding=True).to(model.device)
-            out = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=True,
-                temperature=0.8,
-                top_p=0.95,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            for prompt, row in zip(batch, out, strict=True):
-                text = prompt + tokenizer.decode(row[enc["input_ids"].shape[1] :], skip_special_tokens=True)
-                records.append(SynthRecord.make("replay", [], "text", generator=f"self:{base.name}", text=text))
-    finally:
-        tokenizer.padding_side = side
+    stop_ids = stop_token_ids(tokenizer, model)
+    rows = [Row(tokenizer(p).input_ids, Sampling(max_new_tokens, 0.8, 0.95, seed=seed + i, top_k=64), stop_ids)
+            for i, p in enumerate(prompts)]  # fmt: skip
+    generate(model, tokenizer, rows)
+    records = [SynthRecord.make("replay", [], "text", generator=f"self:{base.name}", text=p + r.text)
+               for p, r in zip(prompts, rows, strict=True)]  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")

@@ -455,6 +455,14 @@ class Workspace:
         """All module versions, by name then version."""
         return [_record(ModuleEntry, r) for r in self.db.execute("SELECT * FROM modules ORDER BY name, version")]
 
+    def module(self, spec: str) -> ModuleEntry:
+        """The one module resolver: `name` (its current version: `imprint rollback` sets it, else the newest) or
+        `name@version`, with its manifest."""
+        name, _, version = spec.partition("@")
+        if version and not version.isdigit():
+            raise NotFoundError(f"bad module version in {spec!r}: use name@N")
+        return self.get_module(name, int(version) if version else None)
+
     def get_module(self, name: str, version: int | None = None) -> ModuleEntry:
         """A module version; the current one when `version` is None (see `current_versions`)."""
         if version is not None and not 1 <= version <= MAX_VERSION:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from imprint.answer import Answerer, cut_answer
-from imprint.models import load_base
+from imprint.models import load_base, wants_autocast
 from imprint.pipeline import load_module
 from imprint.prompts import qa_prompt
 from imprint.workspace import Workspace
@@ -26,7 +26,7 @@ def reference(ws_dir, model_name: str, prompt: str, max_tokens: int) -> str:
     else:
         model, tokenizer, _ = load_module(Workspace.open(ws_dir), model_name)
     enc = tokenizer(prompt, return_tensors="pt")
-    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bool(getattr(model, "imprint_autocast", 0))):
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=wants_autocast(model)):
         out = model.generate(**enc, max_new_tokens=max_tokens, do_sample=False, eos_token_id=tokenizer.eos_token_id,
                              pad_token_id=tokenizer.pad_token_id)  # fmt: skip
     return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)

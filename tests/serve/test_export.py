@@ -1,5 +1,6 @@
-"""`imprint export`: LoRA modules become standard PEFT adapter directories that plain PEFT loads with identical
-logits, checked against vLLM's rules for the vllm format; other methods and existing directories are refused."""
+"""`imprint export` (`imprint.methods.lora.export`): LoRA modules become standard PEFT adapter directories that plain
+PEFT loads with identical logits, checked against vLLM's rules for the vllm format; other methods and existing
+directories are refused."""
 
 import json
 import shutil
@@ -11,8 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from imprint.cli import main
 from imprint.errors import ImprintError
+from imprint.methods.lora.export import export_module, vllm_problems
 from imprint.pipeline import load_module
-from imprint.serve.export import export_module, vllm_problems
 from imprint.testing import tiny_lm, tiny_tokenizer
 from imprint.workspace import Workspace
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
+from imprint.inference import Batch, Row, Sampling
+from imprint.inference.multilora import LoraBank
 from imprint.methods.prefix.method import PrefixModel
 from imprint.models import load_base
 from imprint.serve import BackgroundServer, ServeConfig, create_app
-from imprint.serve.engine import Batch, Row, Sampling
-from imprint.serve.multilora import LoraBank
 
 pytestmark = pytest.mark.slow
 

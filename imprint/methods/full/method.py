@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from imprint.errors import ImprintError
 from imprint.methods.full.config import FullMethodConfig
+from imprint.models import mark_autocast
 
 WEIGHTS = "full_weights.safetensors"
 CONFIG = "full_config.json"
@@ -48,7 +49,7 @@ class FullMethod:
         for name, p in model.named_parameters():
             p.requires_grad_(name in names)
         _to_fp32(model)
-        model.imprint_autocast = True  # fp32 master weights beside a bf16 base: compute in bf16 (see models.py)
+        mark_autocast(model)  # fp32 master weights beside a bf16 base: compute in bf16 (see models.py)
         return model
 
     def save(self, model: torch.nn.Module, directory: Path) -> list[str]:
@@ -57,6 +58,18 @@ class FullMethod:
         save_file(trained, str(directory / WEIGHTS))
         (directory / CONFIG).write_text(json.dumps({"tensors": sorted(trained)}, indent=2))
         return [CONFIG, WEIGHTS]
+
+    def serving_bytes(self, directory: Path, base) -> int:
+        return sum(p.numel() for p in base.model.parameters()) * 4  # a whole model copy in fp32
+
+    def join(self, host, key: str, directory: Path):
+        """Into serving: a whole model of its own (fp32, as trained) on a fresh copy of the base; its rows form a
+        batch of their own."""
+        from imprint.inference.modules import Joined, tensor_bytes
+        from imprint.models import load_base
+
+        model = self.load(load_base(host.base.name).model, directory)
+        return Joined(key, self.name, tensor_bytes([*model.parameters(), *model.buffers()]), model=model)
 
     def load(self, model: torch.nn.Module, directory: Path, trainable: bool = False) -> torch.nn.Module:
         tensors = load_file(str(directory / WEIGHTS))
@@ -71,7 +84,7 @@ class FullMethod:
         if trainable:  # exactly the tensors that were trained train again
             for name, p in params.items():
                 p.requires_grad_(name in tensors)
-        model.imprint_autocast = True
+        mark_autocast(model)
         if not trainable:
             model.eval()
         return model

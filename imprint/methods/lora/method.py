@@ -31,6 +31,18 @@ class LoraMethod:
         model.save_pretrained(str(directory), safe_serialization=True)
         return sorted(p.name for p in directory.iterdir() if p.name.startswith("adapter_"))
 
+    def serving_bytes(self, directory: Path, base) -> int:
+        from imprint.inference.modules import file_bytes
+
+        return file_bytes(directory)
+
+    def join(self, host, key: str, directory: Path):
+        """Into a served batch: one more adapter in the shared model's LoRA layers; its rows name it."""
+        from imprint.inference.modules import Joined
+
+        adapter, nbytes = host.add_lora(directory)
+        return Joined(key, self.name, nbytes, adapter=adapter)
+
     def load(self, model: torch.nn.Module, directory: Path, trainable: bool = False) -> torch.nn.Module:
         from peft import PeftModel
 

@@ -13,7 +13,6 @@ model answer as the base model does with the source text in its context.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from transformers import DynamicCache
 
 from imprint.methods.prefix.config import PrefixMethodConfig
+from imprint.models import cache_keyword, output_cache
 
 WEIGHTS = "prefix_cache.safetensors"
 CONFIG = "prefix_config.json"
@@ -38,10 +38,11 @@ class PrefixModel(torch.nn.Module):
         self.keys = torch.nn.ParameterList([torch.nn.Parameter(k.detach().float().clone()) for k in keys])
         self.values = torch.nn.ParameterList([torch.nn.Parameter(v.detach().float().clone()) for v in values])
 
-    @property
-    def _cache_kw(self) -> str:
-        """transformers renamed `past_key_values` to `cache` during 5.x: use whichever this version takes."""
-        return "cache" if "cache" in inspect.signature(type(self.base).forward).parameters else "past_key_values"
+    def kv_prefix(self) -> tuple[torch.nn.Module, tuple[list[torch.Tensor], list[torch.Tensor]]]:
+        """The base model and this prefix's per-layer keys and values: how the inference engine runs it (every
+        row of a batch behind the prefix, on the shared base)."""
+        dtype = self.base.get_input_embeddings().weight.dtype
+        return self.base, ([k.detach().to(dtype) for k in self.keys], [v.detach().to(dtype) for v in self.values])
 
     @property
     def n_tokens(self) -> int:
@@ -96,7 +97,7 @@ class PrefixModel(torch.nn.Module):
                 "input_ids": input_ids,
                 "attention_mask": self._packed_masks(position_ids),
                 "position_ids": position_ids + self.n_tokens,
-                self._cache_kw: self._cache(batch),
+                cache_keyword(self.base): self._cache(batch),
                 "use_cache": True,
             }
         if attention_mask is None:
@@ -105,7 +106,7 @@ class PrefixModel(torch.nn.Module):
         return {
             "input_ids": input_ids,
             "attention_mask": torch.cat([prefix_mask, attention_mask], dim=1),
-            self._cache_kw: self._cache(batch),
+            cache_keyword(self.base): self._cache(batch),
             "use_cache": True,
         }
 
@@ -126,7 +127,7 @@ def _corpus_kv(base: torch.nn.Module, tokenizer, text: str, n_tokens: int):
     if ids.shape[1] < n_tokens:  # a corpus shorter than the prefix: repeat it
         ids = ids.repeat(1, -(-n_tokens // ids.shape[1]))[:, :n_tokens]
     out = base(input_ids=ids, use_cache=True)
-    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values  # renamed in 5.x
+    cache = output_cache(out)
     return [layer.keys for layer in cache.layers], [layer.values for layer in cache.layers]
 
 
@@ -180,6 +181,23 @@ class PrefixMethod:
             json.dumps({"n_tokens": model.n_tokens, "layers": len(model.keys), "config": config}, indent=2)
         )
         return [CONFIG, WEIGHTS]
+
+    def serving_bytes(self, directory: Path, base) -> int:
+        from imprint.inference.modules import file_bytes
+
+        return file_bytes(directory)
+
+    def join(self, host, key: str, directory: Path):
+        """Into a served batch: its keys and values, in the base's dtype, in front of each of its rows."""
+        from imprint.inference.modules import Joined, tensor_bytes
+
+        tensors = load_file(str(directory / WEIGHTS))
+        layers = json.loads((directory / CONFIG).read_text())["layers"]
+        model = host.base.model
+        device, dtype = next(model.parameters()).device, model.get_input_embeddings().weight.dtype
+        keys = [tensors[f"keys.{i}"].to(device, dtype) for i in range(layers)]
+        values = [tensors[f"values.{i}"].to(device, dtype) for i in range(layers)]
+        return Joined(key, self.name, tensor_bytes(keys + values), prefix=(keys, values))
 
     def load(self, model, directory: Path, trainable: bool = False) -> PrefixModel:
         tensors = load_file(str(directory / WEIGHTS))

@@ -1,53 +1,50 @@
-"""One batched decode loop for many modules at once: base rows, LoRA rows and prefix rows share every forward pass.
+"""The inference engine: every token imprint generates (answers, eval samples, replay, the local synth generator and
+the server) comes from `generate` or a `Batch`, with continuous batching: base rows, LoRA rows and prefix rows
+share every forward pass.
 
-Why a loop of our own rather than `model.generate`: each row of a served batch has its own module, sampling
-settings, stop strings, token budget and streaming consumer, and rows that finish leave the batch at once
-(`generate` runs every row to the longest one and streams only batch size 1). What makes one forward pass serve
-different modules:
+Why a loop of our own rather than `model.generate`: each row has its own module, sampling settings, stop strings,
+token budget and streaming consumer, and rows that finish leave the batch at once (`generate` runs every row to
+the longest one and streams only batch size 1). What makes one forward pass serve different modules:
 
-- LoRA rows: PEFT mixed-adapter batches (`adapter_names=[...]`, one name per row, `"__base__"` for rows
-  without an adapter); every LoRA layer adds each adapter's update to its own rows only.
+- LoRA rows: a router (`LoraBank`, or PEFT's mixed batches) applies each row's `adapter` to its rows only
+  (`"__base__"` for rows without one).
 - Prefix rows (KV-cache cartridges): the batch's cache starts with a prefix area as long as the longest prefix
   in the batch. A row's prefix fills the right end of that area and the attention mask hides the rest, so rows
   with a shorter prefix, or none (base and LoRA rows), attend to exactly what they would alone. Position ids
   come from the mask, so a prompt after an n-token prefix starts at position n, as in training.
-- Prompts are left-padded; rows that finish are dropped from the cache (`batch_select_indices`) so the rest
-  decode at the smaller batch size.
+- Context rows (`icl`: the whole corpus in context): a prefilled cache of the context, copied for the row, which
+  decodes in a batch of its own (the cache may hold sliding-window layers already past their window).
+- Prompts are left-padded here and nowhere else; rows that finish are dropped from the cache
+  (`batch_select_indices`) so the rest decode at the smaller batch size.
 
-Full fine-tunes are whole models: the scheduler runs their rows as a separate batch on their own copy.
+Full fine-tunes are whole models: their rows run as a batch of their own on their own copy. A model that carries a
+KV prefix of its own (`PrefixModel`) runs as its base with the prefix on every row.
 """
 
 from __future__ import annotations
 
 import contextlib
-import random
+import copy
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
 
-from imprint.models import wants_autocast
+from imprint.inference.rules import cut_answer
+from imprint.inference.sampling import Sampling, sample_next_token
+from imprint.models import cache_keyword, output_cache, wants_autocast
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter on this row" in a mixed batch
 
 
 @dataclass(frozen=True)
-class Sampling:
-    """Per-row decoding settings (OpenAI semantics: temperature 0 is greedy, penalties in [-2, 2])."""
+class Context:
+    """A prefilled KV cache over `length` tokens (e.g. the whole corpus) that rows continue from."""
 
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-
-    @property
-    def greedy(self) -> bool:
-        # below 1e-5 a temperature is greedy in effect, and dividing logits by it would overflow to inf
-        return self.temperature < 1e-5 or self.top_p == 0
+    cache: DynamicCache
+    length: int
 
 
 @dataclass(eq=False)
@@ -56,6 +53,7 @@ class Row:
 
     `on_delta` (called on the engine's thread) receives text as soon as it can no longer change: text that
     could still turn into a stop string, or an incomplete UTF-8 character, is held back until it is settled.
+    An `answer` row's text is cut by the answer rule (`cut_answer`) as it streams and at its end.
     """
 
     prompt_ids: list[int]
@@ -63,20 +61,32 @@ class Row:
     stop_ids: frozenset[int] = frozenset()
     adapter: str = BASE_ADAPTER
     prefix: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # per layer (1, kv_heads, n, head_dim)
-    lstrip: bool = False  # drop leading whitespace of the answer (" Paris" after "Answer:")
-    suppress_first: frozenset[int] = frozenset()  # tokens that may not open the answer (blank lines, EOS)
+    context: Context | None = None
+    lstrip: bool = False  # drop leading whitespace of the text (" Paris" after "Answer:")
+    answer: bool = False  # cut the text by the answer rule
+    suppress_first: frozenset[int] = frozenset()  # tokens that may not open the text (blank lines, EOS)
     on_delta: Callable[[str], None] | None = None
     cancelled: Callable[[], bool] = lambda: False
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)  # of each generated token, stop token included
     text: str = ""
     finish_reason: str | None = None
+    generator: torch.Generator | None = None  # the row's own sampling generator, seeded on first use
     _sent: int = 0
-    _generator: torch.Generator | None = None
 
     @property
     def prefix_len(self) -> int:
+        if self.context is not None:
+            return self.context.length
         return 0 if self.prefix is None else self.prefix[0][0].shape[-2]
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Tokens the row attends to before its first generated one (a context counts)."""
+        return len(self.prompt_ids) + (self.context.length if self.context is not None else 0)
+
+    def _shown(self, text: str) -> str:
+        return cut_answer(text) if self.answer else text
 
     def push(self, token: int, logprob: float, tokenizer) -> None:
         """Append one generated token, apply stops and the token budget, and stream what is settled."""
@@ -90,16 +100,17 @@ class Row:
             text = text.lstrip()
         cut = min((i for i in (text.find(s) for s in self.sampling.stop) if i >= 0), default=-1)
         if cut >= 0:
-            self.text = text[:cut]
+            self.text = self._shown(text[:cut])
             self._finish("stop")
             return
-        self.text = text
+        self.text = self._shown(text)
         if len(self.ids) >= self.sampling.max_tokens:
             self._finish("length")
             return
         settled = len(text.rstrip("\ufffd"))  # a partial UTF-8 character decodes to U+FFFD until complete
         hold = max((_open_stop(text[:settled], stop) for stop in self.sampling.stop), default=0)
-        self._emit(settled - hold)
+        # the answer rule only ever shortens the end of a settled text, so what it shows now stays a prefix
+        self._emit(len(self._shown(text[: settled - hold])))
 
     def _finish(self, reason: str) -> None:
         self.finish_reason = reason
@@ -121,7 +132,12 @@ def _open_stop(text: str, stop: str) -> int:
 
 
 def _prefix_cache(model: torch.nn.Module, rows: list[Row], dtype: torch.dtype, device) -> tuple[DynamicCache, int]:
-    """The batch's prefix area: each row's KV prefix right-aligned in slots as long as the longest one."""
+    """The batch's prefix area: each row's KV prefix right-aligned in slots as long as the longest one (a context
+    row decodes alone: its own cache, copied)."""
+    if rows[0].context is not None:
+        if len(rows) != 1:
+            raise ValueError("a row with a context cache decodes alone")
+        return copy.deepcopy(rows[0].context.cache), rows[0].context.length
     cache = DynamicCache(config=model.config)
     width = max(r.prefix_len for r in rows)
     if width == 0:
@@ -138,39 +154,6 @@ def _prefix_cache(model: torch.nn.Module, rows: list[Row], dtype: torch.dtype, d
                 values[i, :, width - n :] = row.prefix[1][layer][0].to(dtype)
         cache.update(keys, values, layer)
     return cache, width
-
-
-def _sample(logits: torch.Tensor, rows: list[Row]) -> tuple[list[int], list[float]]:
-    """Next token per row and its log-probability under the model (before penalties and temperature): penalties,
-    then greedy or temperature + nucleus sampling with the row's own generator."""
-    logits = logits.float()
-    normaliser = logits.logsumexp(-1)
-    changed = any(r.sampling.presence_penalty or r.sampling.frequency_penalty or r.suppress_first for r in rows)
-    raw = logits.clone() if changed else logits
-    for i, row in enumerate(rows):
-        s = row.sampling
-        if row.ids and (s.presence_penalty or s.frequency_penalty):
-            ids, counts = torch.tensor(row.ids, device=logits.device).unique(return_counts=True)
-            logits[i, ids] -= s.presence_penalty + s.frequency_penalty * counts.to(logits.dtype)
-        if row.suppress_first and not row.logprobs:
-            logits[i, list(row.suppress_first)] = float("-inf")
-    chosen = logits.argmax(-1).tolist()
-    for i, row in enumerate(rows):
-        s = row.sampling
-        if s.greedy:
-            continue
-        probs = (logits[i] / s.temperature).softmax(-1)
-        if s.top_p < 1:
-            sorted_probs, order = probs.sort(descending=True)
-            keep = sorted_probs.cumsum(-1) - sorted_probs < s.top_p  # always keeps the most likely token
-            probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_probs[keep])
-        if row._generator is None:
-            row._generator = torch.Generator(device=probs.device)
-            row._generator.manual_seed(s.seed if s.seed is not None else random.getrandbits(63))
-        chosen[i] = int(torch.multinomial(probs, 1, generator=row._generator))
-    index = torch.tensor(chosen, device=logits.device)
-    logprobs = (raw.gather(-1, index[:, None])[:, 0] - normaliser).tolist()
-    return chosen, logprobs
 
 
 class Batch:
@@ -190,6 +173,7 @@ class Batch:
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.window = getattr(config, "sliding_window", None)
         self.autocast = wants_autocast(model)
+        self.cache_keyword = cache_keyword(model)
         self.rows: list[Row] = []
         self.cache = self.mask = self.positions = self.tokens = None
 
@@ -197,8 +181,12 @@ class Batch:
         return len(self.rows)
 
     def fits(self, rows: list[Row]) -> bool:
-        """Whether `rows` can join now (always true for an empty batch)."""
-        if not self.rows or not self.window:
+        """Whether `rows` can join now (always true for an empty batch; never for a context row beside others)."""
+        if not self.rows:
+            return all(r.context is None for r in rows) or len(rows) == 1
+        if any(r.context is not None for r in [*self.rows, *rows]):
+            return False
+        if not self.window:
             return True
         width = max(r.prefix_len for r in rows) + max(len(r.prompt_ids) for r in rows)
         return max(self.mask.shape[1], width) < self.window - 1
@@ -234,10 +222,10 @@ class Batch:
         tokens)."""
         routing = self.router.route([r.adapter for r in rows]) if self.router else contextlib.nullcontext({})
         with routing as extra, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
-                             use_cache=True, logits_to_keep=1, **extra)  # fmt: skip
-        cache = out.cache
-        tokens, logprobs = _sample(out.logits[:, -1, :], rows)
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             logits_to_keep=1, **{self.cache_keyword: cache}, **extra)  # fmt: skip
+        cache = output_cache(out)
+        tokens, logprobs = sample_next_token(out.logits[:, -1, :], rows)
         for row, token, logprob in zip(rows, tokens, logprobs, strict=True):
             if row.cancelled():
                 row.finish_reason = "cancelled"
@@ -284,15 +272,40 @@ def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
-def generate(model: torch.nn.Module, tokenizer, rows: list[Row], router=None) -> None:
-    """Decode every row to its end in one batch on `model`; results land in the rows.
+@torch.inference_mode()
+def prefill(model: torch.nn.Module, ids: list[int]) -> Context:
+    """The KV cache of `ids` (e.g. the corpus for `icl`), computed once for rows to continue from."""
+    device = next(model.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=wants_autocast(model)):
+        out = model(input_ids=torch.tensor([ids], device=device), use_cache=True, logits_to_keep=1)
+    return Context(output_cache(out), len(ids))
+
+
+def generate(model: torch.nn.Module, tokenizer, rows: list[Row], router=None, max_batch: int = 16, progress=None):
+    """Decode every row to its end on `model`, at most `max_batch` at once (a finished row's place is taken by the
+    next waiting row); results land in the rows. `progress(done, total)` is called as rows finish.
 
     `router` (a `LoraBank`, or `PeftRouter` for PEFT's mixed batches) applies each row's LoRA `adapter`
-    (`__base__`: none) inside its `route(adapters)` context, which yields extra forward arguments.
+    (`__base__`: none) inside its `route(adapters)` context, which yields extra forward arguments. A model with a
+    KV prefix of its own (`PrefixModel`: `kv_prefix()`) runs as its base with that prefix on every row.
     """
-    if not rows:
-        return
+    if hasattr(model, "kv_prefix"):
+        model, prefix = model.kv_prefix()
+        for row in rows:
+            row.prefix = prefix
+    waiting, total, done = deque(rows), len(rows), 0
     batch = Batch(model, tokenizer, router)
-    batch.admit(rows)
-    while batch:
-        batch.step()
+    while waiting or batch:
+        joining: list[Row] = []
+        while waiting and len(batch) + len(joining) < max_batch and batch.fits([*joining, waiting[0]]):
+            joining.append(waiting.popleft())
+            if joining[-1].context is not None:
+                break
+        if joining:
+            batch.admit(joining)
+        elif batch:
+            batch.step()
+        finished = total - len(waiting) - len(batch)
+        if progress and finished > done:
+            done = finished
+            progress(done, total)

@@ -59,11 +59,9 @@ def export_module(ws, spec: str, fmt: str, out: Path | str) -> dict:
     """Export module `spec` (`name` or `name@N`) to `out`; returns what was written and how to serve it."""
     from safetensors import safe_open
 
-    from imprint.pipeline import module_entry
-
     if fmt not in FORMATS:
         raise ImprintError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
-    entry = module_entry(ws, spec)
+    entry = ws.module(spec)
     label = f"{entry.name}@{entry.version}"
     if entry.method != "lora":
         raise ImprintError(

@@ -5,9 +5,9 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
+from imprint.inference import ANSWER_STOPS, Batch, Row, Sampling, cut_answer, generate
+from imprint.inference.multilora import LoraBank
 from imprint.methods.prefix.method import PrefixMethod, PrefixModel
-from imprint.serve.engine import Batch, Row, Sampling, generate
-from imprint.serve.multilora import LoraBank
 from imprint.testing import tiny_lm, tiny_tokenizer
 
 ADAPTERS = {
@@ -187,6 +187,14 @@ def test_multibyte_characters_stream_whole_and_answers_lstrip():
     row, deltas = _push_text(tok, " café 日本", Sampling(max_tokens=50), lstrip=True)
     assert "".join(deltas) == row.text == "café 日本"
     assert all("\ufffd" not in d for d in deltas)
+
+
+@pytest.mark.parametrize("text", [' "Paris*" \nmore', " Lisbon, in 2021 Question: next", "** 27 days*", " \nfoo"])
+def test_answer_rows_stream_exactly_the_answer_rule(text):
+    """What an answer row streams joins to its final text, which is `cut_answer` of what was generated."""
+    tok = tiny_tokenizer()
+    row, deltas = _push_text(tok, text, Sampling(max_tokens=50, stop=ANSWER_STOPS), answer=True)
+    assert "".join(deltas) == row.text == cut_answer(text)
 
 
 def test_stop_token_and_budget():

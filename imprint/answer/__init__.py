@@ -13,25 +13,44 @@ closed-book modes the chunks retrieved for question + answer, so the user sees w
 the weights said (`supported`). Confidence starts as the geometric mean of the answer tokens' probabilities and
 is mapped through the workspace's calibration when one was fitted (`imprint calibrate`), which also decides when
 to abstain: the answer then says the corpus does not contain it, and the model's guess is kept in `guess`.
+
+Text comes from the one inference engine (`imprint.inference`) by the answer rule; `retrieve`, `answer_prompt` and
+`make_answers` are the steps around it, which the server runs around its own batches. `Answer.record()` is the
+one serialised form (`imprint ask --json`, the API's `imprint` field, scorecard rows).
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import torch
 
+from imprint.answer.calibration import Calibration, features, load_calibration
+from imprint.answer.normalize import normalize
 from imprint.errors import ImprintError
-from imprint.evaluate.calibration import Calibration, features, load_calibration
-from imprint.evaluate.metrics import normalize
-from imprint.models import DEFAULT_MODEL, wants_autocast
+from imprint.inference import Context, answer_row, cut_answer, generate, prefill, stop_token_ids
+from imprint.models import DEFAULT_MODEL
 from imprint.prompts import CONTEXT_INSTRUCTION, completion_prompt, context_prompt, passages_block, qa_prompt
 
 MODES = ("base", "icl", "rag", "module", "module+rag")
 RETRIEVAL_MODES = ("rag", "module+rag")
 ABSTAIN_TEXT = "Not in my knowledge: the corpus does not say."
+__all__ = [
+    "ABSTAIN_TEXT",
+    "MODES",
+    "Answer",
+    "Answerer",
+    "Generated",
+    "answer_questions",
+    "cut_answer",
+    "greedy_answers",
+]
+
+
+RECORD_FIELDS = ("answer", "confidence", "evidence", "mode", "module", "abstained", "supported", "latency_ms",
+                 "prompt_tokens")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -51,84 +70,39 @@ class Answer:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-def cut_answer(text: str) -> str:
-    """A base model keeps going after its answer: keep the first line, without a trailing 'Question:'."""
-    return text.split("\n", 1)[0].split("Question:", 1)[0].strip().strip('[]*"').strip()
-
-
-def _stop_ids(tokenizer) -> list[int]:
-    ids = [tokenizer.eos_token_id] + [t for t in tokenizer.convert_tokens_to_ids(["\n", "Ċ"]) if t is not None]
-    return sorted({t for t in ids if t is not None and t != tokenizer.unk_token_id})
+    def record(self) -> dict:
+        """The answer as every surface shows it: `imprint ask --json`, the API's `imprint` field (with the text as
+        the message) and each scorecard row."""
+        return {k: getattr(self, k) for k in RECORD_FIELDS}
 
 
-def _is_line_break(text: str) -> bool:
-    return "\n" in text and not text.strip()
+class Generated(NamedTuple):
+    guess: str  # the answer as generated, cut by the answer rule
+    p: float  # geometric-mean probability of the answer's tokens
+    prompt_tokens: int
+    latency_ms: float  # the batch's wall time shared over its answers
 
 
-def blank_ids(tokenizer) -> list[int]:
-    """Stop tokens plus every blank-line token ("\\n\\n"): none may open an answer, or a small base model answers
-    with blank lines and "Answer:" repeated. A lone space stays allowed: Gemma spells " 412" as "▁" + digits.
-    Computed once per tokenizer."""
-    cached = getattr(tokenizer, "_imprint_blank_ids", None)
-    if cached is None:
-        vocab = tokenizer.get_vocab()
-        blank = [i for t, i in vocab.items() if _is_line_break(tokenizer.convert_tokens_to_string([t]))]
-        cached = sorted(set(blank) | set(_stop_ids(tokenizer)) - {tokenizer.pad_token_id})
-        tokenizer._imprint_blank_ids = cached
-    return cached
+def confidence(tokenizer, row) -> float:
+    """Geometric-mean probability of the answer's tokens: the first as many generated tokens as the answer has."""
+    if not row.text:
+        return 0.0
+    n = len(tokenizer.encode(row.text, add_special_tokens=False))
+    kept = row.logprobs[: max(1, n)]
+    return float(torch.tensor(kept).mean().exp())
 
 
-def _greedy(tokenizer, max_new_tokens: int) -> dict:
-    """generate() settings shared by every mode: greedy, stop at a line end, scores kept for confidence."""
-    return {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": False,
-        "eos_token_id": _stop_ids(tokenizer),
-        "begin_suppress_tokens": blank_ids(tokenizer),  # no empty answer
-        "pad_token_id": tokenizer.pad_token_id,
-        "output_scores": True,
-        "return_dict_in_generate": True,
-    }
-
-
-def _decode(tokenizer, new_ids: torch.Tensor, scores: tuple) -> list[tuple[str, float]]:
-    """(answer, geometric-mean token probability of the answer's tokens) for each generated row."""
-    logprobs = torch.stack(scores, dim=1).float().log_softmax(-1)
-    token_lp = logprobs.gather(-1, new_ids.unsqueeze(-1)).squeeze(-1)
-    out = []
-    for row in range(new_ids.shape[0]):
-        answer = cut_answer(tokenizer.decode(new_ids[row], skip_special_tokens=True))
-        n = len(tokenizer.encode(answer, add_special_tokens=False)) if answer else 0
-        out.append((answer, float(token_lp[row, : max(1, n)].mean().exp()) if answer else 0.0))
-    return out
-
-
-@torch.inference_mode()
-def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, progress=None):
-    """Greedy answers for prompts, batched with left padding: [(answer, p, prompt_tokens, latency_ms)]."""
-    device = next(model.parameters()).device
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    results = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
-            t0 = time.perf_counter()
-            enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=wants_autocast(model)):
-                out = model.generate(
-                    **enc,
-                    **_greedy(tokenizer, max_new_tokens),
-                )
-            decoded = _decode(tokenizer, out.sequences[:, enc["input_ids"].shape[1] :], out.scores)
-            latency = (time.perf_counter() - t0) * 1000 / len(chunk)
-            for row, (answer, p) in enumerate(decoded):
-                results.append((answer, p, int(enc["attention_mask"][row].sum()), latency))
-            if progress:
-                progress(len(results), len(prompts))
-    finally:
-        tokenizer.padding_side = side
-    return results
+def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 24, batch_size: int = 16,
+                   progress=None, context: Context | None = None) -> list[Generated]:  # fmt: skip
+    """Greedy answers by the answer rule for `prompts` (continuations of `context` when given)."""
+    t0 = time.perf_counter()
+    stop_ids = stop_token_ids(tokenizer, model)
+    special = context is None  # a continuation of a context needs no BOS of its own
+    rows = [answer_row(tokenizer, tokenizer(p, add_special_tokens=special).input_ids, max_new_tokens, stop_ids,
+                       context=context) for p in prompts]  # fmt: skip
+    generate(model, tokenizer, rows, max_batch=batch_size, progress=progress)
+    latency = (time.perf_counter() - t0) * 1000 / max(1, len(rows))
+    return [Generated(r.text, confidence(tokenizer, r), r.prompt_tokens, latency) for r in rows]
 
 
 def context_window(model) -> int:
@@ -137,48 +111,23 @@ def context_window(model) -> int:
     return int(getattr(config, "max_position_embeddings", 0) or 0)
 
 
-def _cache_kwarg(model) -> str:
-    """transformers renamed generate's `past_key_values` to `cache` in 5.x; use whichever this version takes."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
-
-
-@torch.inference_mode()
-def _generate_in_context(model, tokenizer, documents, questions, max_new_tokens: int, progress=None, completion=False):
+def _answer_in_context(model, tokenizer, documents, questions, max_new_tokens: int, progress=None, completion=False):
     """icl: the corpus is encoded once; each question (or completion prompt) continues from a copy of its KV cache."""
-    device = next(model.parameters()).device
     prefix = f"{'' if completion else CONTEXT_INSTRUCTION}{passages_block(documents)}\n\n"
-    prefix_ids = tokenizer(prefix, return_tensors="pt").input_ids.to(device)
-    suffixes = [tokenizer(q if completion else qa_prompt(q), add_special_tokens=False).input_ids for q in questions]
+    prefix_ids = tokenizer(prefix).input_ids
+    prompts = [q if completion else qa_prompt(q) for q in questions]
+    longest = max((len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts), default=0)
     window = context_window(model)
-    needed = prefix_ids.shape[1] + max((len(s) for s in suffixes), default=0) + max_new_tokens
-    if window and needed > window:
+    if window and len(prefix_ids) + longest + max_new_tokens > window:
         raise ImprintError(
-            f"the corpus is {prefix_ids.shape[1]} tokens and does not fit the model's {window}-token context window "
+            f"the corpus is {len(prefix_ids)} tokens and does not fit the model's {window}-token context window "
             "with a question and its answer: use --mode rag (retrieved chunks) or a module instead"
         )
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=wants_autocast(model))
     t0 = time.perf_counter()
-    with autocast:
-        cache = model(input_ids=prefix_ids, use_cache=True).past_key_values
+    context = prefill(model, prefix_ids)
     prefill_ms = (time.perf_counter() - t0) * 1000 / max(1, len(questions))  # shared cost, spread over questions
-    results = []
-    for n, suffix in enumerate(suffixes, 1):
-        t0 = time.perf_counter()
-        ids = torch.cat([prefix_ids, torch.tensor([suffix], device=device)], dim=1)
-        with autocast:
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                **{_cache_kwarg(model): copy.deepcopy(cache)},
-                **_greedy(tokenizer, max_new_tokens),
-            )
-        ((answer, p),) = _decode(tokenizer, out.sequences[:, ids.shape[1] :], out.scores)
-        results.append((answer, p, int(ids.shape[1]), (time.perf_counter() - t0) * 1000 + prefill_ms))
-        if progress:
-            progress(n, len(questions))
-    return results
+    answers = greedy_answers(model, tokenizer, prompts, max_new_tokens, progress=progress, context=context)
+    return [g._replace(latency_ms=g.latency_ms + prefill_ms) for g in answers]
 
 
 def _content_words(text: str) -> list[str]:
@@ -222,7 +171,7 @@ def _evidence(retriever, questions: list[str], guesses: list[str], hits: list, k
     return out
 
 
-def _prompt(question: str, hits, completion: bool) -> str:
+def answer_prompt(question: str, hits, completion: bool = False) -> str:
     """Closed book (`hits` None) or with the retrieved passages; a completion probe is continued as given."""
     passages = None if hits is None else [(h.title, h.text) for h in hits]
     if completion:
@@ -257,18 +206,30 @@ def answer_questions(
     if mode == "icl" and not corpus:
         raise ImprintError("mode icl needs the corpus: the workspace has no documents (run `imprint add PATH`)")
     model.eval()
+    hits, search_ms = retrieve(retriever, questions, mode, k)
+    if mode == "icl":
+        generated = _answer_in_context(model, tokenizer, corpus, questions, max_new_tokens, progress, completion)
+    else:
+        prompts = [answer_prompt(q, found, completion) for q, found in zip(questions, hits, strict=True)]
+        generated = greedy_answers(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
+    return make_answers(generated, questions, hits, search_ms, mode, module, retriever, calibration, k)
+
+
+def retrieve(retriever, questions: list[str], mode: str, k: int | None) -> tuple[list, list[float]]:
+    """The passages each question is answered from (None for modes that answer without them) and search times."""
     hits, search_ms = [None] * len(questions), [0.0] * len(questions)
     if mode in RETRIEVAL_MODES:
         for i, q in enumerate(questions):
             t0 = time.perf_counter()
             hits[i] = retriever.search(q, k)
             search_ms[i] = (time.perf_counter() - t0) * 1000
-    if mode == "icl":
-        generated = _generate_in_context(model, tokenizer, corpus, questions, max_new_tokens, progress, completion)
-    else:
-        prompts = [_prompt(q, found, completion) for q, found in zip(questions, hits, strict=True)]
-        generated = _generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
-    guesses = [g[0] for g in generated]
+    return hits, search_ms
+
+
+def make_answers(generated: list[Generated], questions, hits, search_ms, mode: str, module: str | None, retriever,
+                 calibration: Calibration | None, k: int | None) -> list[Answer]:  # fmt: skip
+    """Answers from generated text: evidence and support (with a retriever), calibrated confidence, abstention."""
+    guesses = [g.guess for g in generated]
     found = _evidence(retriever, questions, guesses, hits, k) if retriever is not None else None
     answers = []
     for i, (guess, p, prompt_tokens, latency) in enumerate(generated):
@@ -341,6 +302,7 @@ class Answerer:
             )
         self.corpus = [(d.title, d.text) for d in documents] if mode == "icl" else None
         self.system = system_name(mode, self.label)
+        self.root = ws.root  # where its calibration is kept
         self.calibration = load_calibration(ws.root, self.system, mode)
 
     def __call__(self, questions: list[str], progress=None, max_new_tokens: int = 24) -> list[Answer]:
@@ -357,8 +319,3 @@ class Answerer:
             max_new_tokens=max_new_tokens,
             progress=progress,
         )
-
-
-def ask(ws, questions: list[str], mode: str = "rag", module: str | None = None, model: str = DEFAULT_MODEL):
-    """One-off answers (the CLI's `imprint ask`); build an `Answerer` to answer many batches."""
-    return Answerer(ws, mode, module, model)(questions)

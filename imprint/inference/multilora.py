@@ -179,16 +179,6 @@ class LoraBank:
             layer._stacked = None
 
     @contextlib.contextmanager
-    def route_all(self, name: str):
-        """Run the forward passes inside with every row on adapter `name` (for code that batches by itself,
-        such as `imprint.answer.answer_questions`)."""
-        self.segments = [(0, None, name)]
-        try:
-            yield
-        finally:
-            self.segments = []
-
-    @contextlib.contextmanager
     def route(self, adapters: list[str]):
         """Run the forward passes inside with row i on `adapters[i]` (`__base__`: none); rows of one adapter
         must be contiguous."""
