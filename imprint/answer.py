@@ -13,6 +13,11 @@ closed-book modes the chunks retrieved for question + answer, so the user sees w
 the weights said (`supported`). Confidence starts as the geometric mean of the answer tokens' probabilities and
 is mapped through the workspace's calibration when one was fitted (`imprint calibrate`), which also decides when
 to abstain: the answer then says the corpus does not contain it, and the model's guess is kept in `guess`.
+
+`module+rag` also answers closed book, to see what the module's weights say on their own (`conflict`): when the
+retrieved passages do not back that answer (a fact the corpus has since changed or removed), the conflict is
+flagged, and the evidence wins: if the weights still overrode the passages, the answer is the top passage's
+quote, not the stale value (which stays in `guess` and `conflict`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class Answer:
     supported: bool | None = None  # does the retrieved evidence contain the answer? None without a retriever
     guess: str = ""  # what the model generated, also when it abstained
     signals: dict = field(default_factory=dict)  # the raw inputs of confidence and abstention
+    conflict: dict | None = None  # module+rag: the module's closed-book answer and whether the evidence backs it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -270,15 +276,24 @@ def answer_questions(
         generated = _generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
     guesses = [g[0] for g in generated]
     found = _evidence(retriever, questions, guesses, hits, k) if retriever is not None else None
+    conflicts = [None] * len(questions)
+    if mode == "module+rag":  # what the weights say without the passages, checked against them
+        closed = _generate(
+            model, tokenizer, [_prompt(q, None, completion) for q in questions], max_new_tokens, batch_size
+        )
+        conflicts = [_conflict(c[0], g, found_hits) for c, g, found_hits in zip(closed, guesses, hits, strict=True)]
     answers = []
     for i, (guess, p, prompt_tokens, latency) in enumerate(generated):
         evidence, relevance, supp = found[i] if found else ([], None, None)
         feats = features(p, relevance, supp)
         confidence = calibration.confidence_of(feats) if calibration else p
         abstained = not guess or (calibration.should_abstain(feats) if calibration else False)
+        overruled = bool(
+            conflicts[i] and conflicts[i]["flagged"] and conflicts[i]["answer_is_closed_book"] and evidence
+        )
         answers.append(
             Answer(
-                answer=ABSTAIN_TEXT if abstained else guess,
+                answer=ABSTAIN_TEXT if abstained else evidence[0]["quote"] if overruled else guess,
                 confidence=round(confidence, 4),
                 mode=mode,
                 module=module,
@@ -289,9 +304,22 @@ def answer_questions(
                 supported=None if supp is None else supp >= 0.5,
                 guess=guess,
                 signals=dict(zip(("logprob", "relevance", "support"), (round(f, 4) for f in feats), strict=True)),
+                conflict=conflicts[i],
             )
         )
     return answers
+
+
+def _conflict(closed_book: str, answer: str, hits) -> dict:
+    """The module's closed-book answer against the passages its module+rag answer read: flagged when the passages
+    do not contain every content word of it (the corpus no longer says it, or never did)."""
+    backing = support(closed_book, "\n".join(h.text for h in hits or [])) if closed_book else 1.0
+    return {
+        "closed_book": closed_book,
+        "support": round(backing, 4),
+        "flagged": backing < 1.0,
+        "answer_is_closed_book": normalize(answer) == normalize(closed_book),
+    }
 
 
 def system_name(mode: str, module: str | None = None) -> str:
