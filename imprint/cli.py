@@ -251,6 +251,11 @@ def cmd_ask(args) -> None:
     )
     if answer.abstained and answer.guess:
         console.print(f"[dim]  the model's guess was: {answer.guess}[/dim]")
+    if answer.conflict and answer.conflict["flagged"]:
+        console.print(
+            f"[yellow]conflict: the module alone answers {answer.conflict['closed_book']!r}, which the retrieved "
+            "passages do not say; the answer follows the passages[/yellow]"
+        )
     for n, ev in enumerate(answer.evidence, 1):
         console.print(f"[dim]  [{n}] {ev['title']} ({ev['chunk_id']}, score {ev['score']:.3f}): {ev['quote']}[/dim]")
 
@@ -330,8 +335,8 @@ def cmd_eval(args) -> None:
     card["command"] = "imprint " + shlex.join(args.raw_argv)
     card_path, html_path = write_report(card, ws.root / "reports" / f"eval-{card_id()}")
     if args.json:
-        keys = ("exact_match", "token_f1", "answer_contained", "n")
-        print(json.dumps({s["system"]: {k: s[k] for k in keys} for s in card["systems"]}))
+        keys = ("exact_match", "token_f1", "answer_contained", "n", "conflicts", "changes")
+        print(json.dumps({s["system"]: {k: s.get(k) for k in keys} for s in card["systems"]}))
         return
     print_scorecard(card, console)
     console.print(f"[dim]scorecard: {card_path}\nreport:    {html_path}[/dim]")

@@ -44,6 +44,13 @@ class UpdateConfig:
         default=0.1, metadata={"help": "fraction of general replay (train.replay) unless train.replay is set"}
     )
     seed: int = field(default=0, metadata={"help": "seed of the unchanged-document sample"})
+    warmup: float = field(
+        default=0.2,
+        metadata={
+            "help": "warm-up fraction of an update's steps (unless train.warmup is set): a fresh optimizer's first "
+            "full-rate step knocks trained weights off what they knew"
+        },
+    )
     state_changes: bool = field(
         default=True,
         metadata={
@@ -54,8 +61,8 @@ class UpdateConfig:
     def __post_init__(self):
         if self.unchanged < 0 or self.min_records < 0:
             raise ValueError("update.unchanged and update.min_records must be >= 0")
-        if not 0 <= self.general < 1:
-            raise ValueError(f"update.general must be in [0, 1), got {self.general}")
+        if not 0 <= self.general < 1 or not 0 <= self.warmup < 1:
+            raise ValueError(f"update.general and update.warmup must be in [0, 1), got {self.general}, {self.warmup}")
 
 
 @dataclass(frozen=True)
@@ -158,11 +165,11 @@ def update_module(ws, spec: str, overrides: dict | None = None, from_scratch: bo
         raise ImprintError(
             f"record {stale[0].id} is not made from current chunks ({', '.join(stale[0].source_chunk_ids)})"
         )
-    fresh = set(changes.added + changes.changed)
-    new = [r for r in records if any(current[c] in fresh for c in r.source_chunk_ids)]
+    fresh = fresh_chunks(ws, changes, module_documents(ws, manifest), chunks)
+    new = [r for r in records if any(c in fresh for c in r.source_chunk_ids)]
     if config.state_changes and not from_scratch:
         new += change_records(ws, changes, module_documents(ws, manifest), chunks)
-    kept = [r for r in records if all(current[c] not in fresh for c in r.source_chunk_ids)]
+    kept = [r for r in records if not any(c in fresh for c in r.source_chunk_ids)]
     if from_scratch:
         picked = kept
     else:
@@ -177,6 +184,7 @@ def update_module(ws, spec: str, overrides: dict | None = None, from_scratch: bo
         "changed": list(changes.changed),
         "removed": list(changes.removed),
         "n_unchanged_documents": len(changes.unchanged),
+        "n_fresh_chunks": len(fresh),
         "n_new_records": len(new),
         "n_unchanged_records": len(picked),
         "config": dataclasses.asdict(config),
@@ -184,7 +192,8 @@ def update_module(ws, spec: str, overrides: dict | None = None, from_scratch: bo
     settings = getattr(strategy, "config", None)  # kept with the dataset, so the next update synthesises alike
     settings = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else {}
     dataset = _write_dataset(ws, f"{parent.name}-v{version}", (strategy_name, settings), data, parent.collection, info)
-    overrides["train"] = {"replay": config.general, **overrides.get("train", {})}
+    warmup = {} if from_scratch else {"warmup": config.warmup}
+    overrides["train"] = {"replay": config.general, **warmup, **overrides.get("train", {})}
     if from_scratch:  # the same method settings as the version it replaces, unless told otherwise
         overrides[method] = {**manifest.get("config", {}).get(method, {}), **overrides.get(method, {})}
     return pipeline.train_module(
@@ -197,6 +206,18 @@ def update_module(ws, spec: str, overrides: dict | None = None, from_scratch: bo
         start_from=None if from_scratch else parent,
         extra={"update": info},
     )
+
+
+def fresh_chunks(ws, changes: Changes, before: dict[str, int], chunks) -> set[str]:
+    """Ids of the current chunks whose text a module version trained on `before` has not seen: every chunk of an
+    added document, and the chunks of a changed document whose text its old version lacks (an edit to one
+    paragraph leaves the others' chunks, and their records, unchanged)."""
+    added = set(changes.added)
+    fresh = {c.id for c in chunks if c.doc_id in added}
+    for doc_id in changes.changed:
+        seen = {c.text for c in ws.version_chunks(doc_id, before[doc_id])}
+        fresh |= {c.id for c in chunks if c.doc_id == doc_id and c.text not in seen}
+    return fresh
 
 
 def _sentences(text: str) -> list[str]:

@@ -102,6 +102,7 @@ def test_update_lineage_rollback_diff_and_removed_documents(story, tmp_path, cap
     assert not any(c.startswith(f"{old_policy.id}:v{old_policy.version}:") for c in sources)
     assert removed_id not in v2.manifest["documents"] and v2.manifest["documents"][policy.id] == policy.version
     assert info["n_new_records"] > 0 and info["n_unchanged_records"] > 0  # offices.md is replayed
+    assert info["n_fresh_chunks"] == 2  # policy.md's changed chunk and support.md's: offices.md's is not new
     assert v2.manifest["n_replay_records"] > 0 and v2.manifest["config"]["train"]["replay"] == 0.1  # update.general
     assert v1.manifest["documents"][removed_id] == 1  # v1 did learn it: the check above is not vacuous
     (change,) = [r for r in records if r.strategy == "change"]  # the changed fact, stated as a change
@@ -161,6 +162,9 @@ def test_an_update_starts_from_the_parent_weights_and_from_scratch_from_the_base
     assert all(t.abs().max() < 1e-6 for t in v3.values())
     scratch = ws.get_module("hb", 3)
     assert scratch.parent_version is None and scratch.manifest["update"]["mode"] == "from-scratch"
+    # an update warms up (update.warmup) from weights that already know things; a retrain keeps train.warmup
+    assert ws.get_module("hb", 2).manifest["config"]["train"]["warmup"] == 0.2
+    assert scratch.manifest["config"]["train"]["warmup"] == 0.05
     assert scratch.manifest["config"]["lora"]["r"] == 4  # the settings of the version it replaces
     records = read_records(ws.data_dir(scratch.manifest["datasets"][0]))
     assert {c for r in records for c in r.source_chunk_ids} == {c.id for c in ws.chunks()}  # the whole corpus
@@ -191,3 +195,58 @@ def test_bad_lineage_input_is_one_line_and_changes_nothing(story, tmp_path, caps
         err = capsys.readouterr().err.strip()
         assert err.startswith("imprint: error: ") and message in err and "\n" not in err, (argv, err)
         assert (ws.counts(), ws.current_versions()) == before
+
+
+def test_a_change_set_scores_each_version_and_no_new_version_uses_removed_text(story, tmp_path, capsys):
+    """The whole story: update and from-scratch v2 of the same v1, then `imprint eval` on a change set prints the
+    adopted / retired / retained table and the update's cost against the retrain; neither new version trained on
+    a chunk of the removed document or of the changed document's old version."""
+    from imprint.evaluate.metrics import answer_contained, mean
+
+    ws_dir, folder = story
+    ws = Workspace.open(ws_dir)
+    removed_id = ws.get_document(str(folder / "people.md")).id
+    old_policy = ws.get_document(str(folder / "policy.md"))
+    _change_corpus(folder)
+    general = tmp_path / "general.txt"
+    general.write_text("Water boils at 100 degrees Celsius at sea level.\n\nThe moon orbits the Earth.\n")
+    run = ["--set", "train.epochs=1", "--set", f"train.replay_corpus={general}", *NO_CHECK]
+    assert main(["update", "hb@1", *run]) == 0 and main(["update", "hb@1", "--from-scratch", *run]) == 0
+    stale = (f"{removed_id}:", f"{old_policy.id}:v{old_policy.version}:")
+    for version in (2, 3):
+        manifest = ws.get_module("hb", version).manifest
+        sources = {c for d in manifest["datasets"] for r in read_records(ws.data_dir(d)) for c in r.source_chunk_ids}
+        assert sources and not any(c.startswith(stale) for c in sources), version
+        assert removed_id not in manifest["documents"]
+
+    changes = tmp_path / "changes.jsonl"
+    rows = [
+        {"id": "c1", "question": "What is the yearly leave allowance?", "answers": ["30 days"], "change": "changed",
+         "old_answers": ["27 days"]},
+        {"id": "a1", "question": "In which city is support based now?", "answers": ["Porto"], "change": "added"},
+        {"id": "r1", "question": "Who runs the finances?", "answers": [], "answerable": False, "change": "removed",
+         "old_answers": ["Priya Raman"]},
+        {"id": "u1", "question": "How many engineers work in Lisbon?", "answers": ["40"], "change": "unchanged"},
+    ]  # fmt: skip
+    changes.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    modules = ["--module", "hb@1", "--module", "hb@2", "--module", "hb@3"]
+    assert main(["eval", str(changes), *modules, "--systems", "base,module", "--retention-samples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "change set" in out and "update hb@2 vs from scratch hb@3" in out
+    (card_path,) = (ws_dir / "reports").glob("eval-*/scorecard.json")
+    card = json.loads(card_path.read_text())
+    systems = card["changes"]["systems"]
+    assert card["changes"]["n"] == {"added": 1, "changed": 1, "removed": 1, "unchanged": 1}
+    assert systems["hb@2"]["kind"] == "update" and systems["hb@3"]["kind"] == "from-scratch"
+    assert systems["hb@2"]["reference"] == systems["hb@3"]["reference"] == "hb@1"
+    assert "reference" not in systems["hb@1"] and "reference" not in systems["base"]
+    (cost,) = card["changes"]["cost"]
+    update, scratch = ws.get_module("hb", 2).manifest["metrics"], ws.get_module("hb", 3).manifest["metrics"]
+    assert cost["tokens_ratio"] == round(update["tokens"] / scratch["tokens"], 3)  # here update.min_records > corpus
+    for s in card["systems"]:  # each rate is what the answers say, recomputed from the rows
+        answers = {r["id"]: r["answer"] for r in s["rows"]}
+        adopted = mean([answer_contained(answers[i], g) for i, g in (("c1", ["30 days"]), ("a1", ["Porto"]))])
+        retired = mean([1 - answer_contained(answers[i], g) for i, g in (("c1", ["27 days"]), ("r1", ["Priya Raman"]))])
+        assert systems[s["system"]]["adopted"] == adopted and systems[s["system"]]["retired"] == retired
+        assert systems[s["system"]]["retained"] == answer_contained(answers["u1"], ["40"])

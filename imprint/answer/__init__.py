@@ -17,6 +17,11 @@ to abstain: the answer then says the corpus does not contain it, and the model's
 Text comes from the one inference engine (`imprint.inference`) by the answer rule; `retrieve`, `answer_prompt` and
 `make_answers` are the steps around it, which the server runs around its own batches. `Answer.record()` is the
 one serialised form (`imprint ask --json`, the API's `imprint` field, scorecard rows).
+
+`module+rag` also answers closed book, to see what the module's weights say on their own (`conflict`): when the
+retrieved passages do not back that answer (a fact the corpus has since changed or removed), the conflict is
+flagged, and the evidence wins: if the weights still overrode the passages, the answer is the top passage's
+quote, not the stale value (which stays in `guess` and `conflict`).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ __all__ = [
 
 
 RECORD_FIELDS = ("answer", "confidence", "evidence", "mode", "module", "abstained", "supported", "latency_ms",
-                 "prompt_tokens")  # fmt: skip
+                 "prompt_tokens", "conflict")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class Answer:
     supported: bool | None = None  # does the retrieved evidence contain the answer? None without a retriever
     guess: str = ""  # what the model generated, also when it abstained
     signals: dict = field(default_factory=dict)  # the raw inputs of confidence and abstention
+    conflict: dict | None = None  # module+rag: the module's closed-book answer and whether the evidence backs it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -212,7 +218,11 @@ def answer_questions(
     else:
         prompts = [answer_prompt(q, found, completion) for q, found in zip(questions, hits, strict=True)]
         generated = greedy_answers(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
-    return make_answers(generated, questions, hits, search_ms, mode, module, retriever, calibration, k)
+    closed_book = None
+    if mode == "module+rag":  # what the weights say without the passages, checked against them (`conflict`)
+        prompts = [answer_prompt(q, None, completion) for q in questions]
+        closed_book = [g.guess for g in greedy_answers(model, tokenizer, prompts, max_new_tokens, batch_size)]
+    return make_answers(generated, questions, hits, search_ms, mode, module, retriever, calibration, k, closed_book)
 
 
 def retrieve(retriever, questions: list[str], mode: str, k: int | None) -> tuple[list, list[float]]:
@@ -227,19 +237,27 @@ def retrieve(retriever, questions: list[str], mode: str, k: int | None) -> tuple
 
 
 def make_answers(generated: list[Generated], questions, hits, search_ms, mode: str, module: str | None, retriever,
-                 calibration: Calibration | None, k: int | None) -> list[Answer]:  # fmt: skip
-    """Answers from generated text: evidence and support (with a retriever), calibrated confidence, abstention."""
+                 calibration: Calibration | None, k: int | None,
+                 closed_book: list[str] | None = None) -> list[Answer]:  # fmt: skip
+    """Answers from generated text: evidence and support (with a retriever), calibrated confidence, abstention, and
+    with `closed_book` (the same module's answers without passages) the conflict of the two."""
     guesses = [g.guess for g in generated]
     found = _evidence(retriever, questions, guesses, hits, k) if retriever is not None else None
+    conflicts = [None] * len(questions)
+    if closed_book is not None:
+        conflicts = [_conflict(c, g, h) for c, g, h in zip(closed_book, guesses, hits, strict=True)]
     answers = []
     for i, (guess, p, prompt_tokens, latency) in enumerate(generated):
         evidence, relevance, supp = found[i] if found else ([], None, None)
         feats = features(p, relevance, supp)
         confidence = calibration.confidence_of(feats) if calibration else p
         abstained = not guess or (calibration.should_abstain(feats) if calibration else False)
+        overruled = bool(
+            conflicts[i] and conflicts[i]["flagged"] and conflicts[i]["answer_is_closed_book"] and evidence
+        )
         answers.append(
             Answer(
-                answer=ABSTAIN_TEXT if abstained else guess,
+                answer=ABSTAIN_TEXT if abstained else evidence[0]["quote"] if overruled else guess,
                 confidence=round(confidence, 4),
                 mode=mode,
                 module=module,
@@ -250,9 +268,22 @@ def make_answers(generated: list[Generated], questions, hits, search_ms, mode: s
                 supported=None if supp is None else supp >= 0.5,
                 guess=guess,
                 signals=dict(zip(("logprob", "relevance", "support"), (round(f, 4) for f in feats), strict=True)),
+                conflict=conflicts[i],
             )
         )
     return answers
+
+
+def _conflict(closed_book: str, answer: str, hits) -> dict:
+    """The module's closed-book answer against the passages its module+rag answer read: flagged when the passages
+    do not contain every content word of it (the corpus no longer says it, or never did)."""
+    backing = support(closed_book, "\n".join(h.text for h in hits or [])) if closed_book else 1.0
+    return {
+        "closed_book": closed_book,
+        "support": round(backing, 4),
+        "flagged": backing < 1.0,
+        "answer_is_closed_book": normalize(answer) == normalize(closed_book),
+    }
 
 
 def system_name(mode: str, module: str | None = None) -> str:

@@ -10,10 +10,16 @@ is scored by log-likelihood choice (its `answers` name the right choice); one wi
 A completion probe has `"prompt"` instead of `"question"` (and optionally `"probe"`: its kind, e.g. `memorise`,
 `paraphrase`, `hard`): the model continues the prompt as given, with no `Question:/Answer:` wrapper, and is right
 when its continuation produces an accepted answer. The prompt is kept in `question` with `completion` set.
+
+A change set (questions about a corpus edition, scored by `changes.py`) marks each item with `"change"`: `added`
+or `changed` (the fact is new, `answers` hold its new value), `removed` (its document is gone: `answerable:
+false`, nothing to answer) or `unchanged`; `changed` and `removed` items list the value that is no longer true
+in `"old_answers"`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from dataclasses import dataclass
@@ -22,6 +28,7 @@ from pathlib import Path
 from imprint.errors import ImprintError
 
 SPLITS = ("learn", "retain")
+CHANGES = ("added", "changed", "removed", "unchanged")
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,8 @@ class EvalItem:
     source: str = ""  # the file (stem) the item came from: retention benchmarks are reported per file
     completion: bool = False  # `question` is a prompt to continue as given (a completion probe)
     probe: str = ""  # a completion probe's kind (memorise, paraphrase, hard...), reported apart
+    change: str = ""  # in a change set: added, changed, removed or unchanged (see the module docstring)
+    old_answers: tuple[str, ...] = ()  # changed and removed items: the answer that is no longer true
 
     @property
     def is_choice(self) -> bool:
@@ -81,6 +90,16 @@ def _item(raw: dict, path: Path, n: int) -> EvalItem:
         completion=completion,
         probe=probe if completion else "",
     )
+    change, old_answers = raw.get("change", ""), raw.get("old_answers") or []
+    if change and change not in CHANGES:
+        raise TypeError(f"'change' must be one of {', '.join(CHANGES)}, not {change!r}")
+    if isinstance(old_answers, str) or not all(isinstance(a, str) and a for a in old_answers):
+        raise TypeError("'old_answers' must be a list of non-empty strings")
+    if change in ("changed", "removed") and not old_answers:
+        raise TypeError(f"a {change} item needs 'old_answers' (the value that is no longer true)")
+    if change == "removed" and answerable:
+        raise TypeError('a removed item has nothing left to answer: set "answerable": false')
+    item = dataclasses.replace(item, change=change, old_answers=tuple(old_answers))
     if completion and choices:
         raise TypeError("a completion probe ('prompt') cannot have 'choices'")
     if choices:
@@ -153,6 +172,10 @@ def write_eval_set(path: Path, items: list[EvalItem]) -> Path:
             raw["doc_ids"] = list(i.doc_ids)
         if not i.answerable:
             raw["answerable"] = False
+        if i.change:
+            raw["change"] = i.change
+        if i.old_answers:
+            raw["old_answers"] = list(i.old_answers)
         lines.append(json.dumps(raw, ensure_ascii=False))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

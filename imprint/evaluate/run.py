@@ -14,6 +14,8 @@ of each module is recorded).
   once per weights, closed book; icl and rag leave the base weights untouched, so they share the base's
   retention (no forgetting by construction) and module+rag shares its module's.
 - cost: training wall time and tokens, module bytes, answer latency p50/p95 and prompt tokens per answer.
+- changes (only for a change set, `changes.py`): adopted / retired / retained per system, relative to the previous
+  version when it is in the run, and an update's cost against a from-scratch retrain.
 
 A leakage check runs before any answering and stops the run when an eval question is in the training data.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 from imprint.answer import MODES, RETRIEVAL_MODES, system_name
 from imprint.errors import ImprintError
 from imprint.evaluate.calibration import expected_calibration_error, load_calibration
+from imprint.evaluate.changes import change_scorecard
 from imprint.evaluate.choice import score_choice_items
 from imprint.evaluate.evalset import EvalItem, load_eval_set, load_eval_sets
 from imprint.evaluate.forgetting import compare_to_base, retention_samples, run_lm_eval, score_samples
@@ -142,6 +145,8 @@ def learned_metrics(rows: list[dict], choice_rows: list[dict]) -> dict:
         "abstention_answerable": _r(mean([float(r["abstained"]) for r in answerable])),
         "ece": None,
         "judge_accuracy": _r(mean([r["judge"] for r in answerable if r.get("judge") is not None])),
+        # module+rag: share of answers where the module alone said what the retrieved passages do not
+        "conflicts": _r(mean([float(r["conflict"]["flagged"]) for r in rows if r.get("conflict")])),
     }
     if answerable:
         confidences, correct = [r["confidence"] for r in answerable], [r["em"] for r in answerable]
@@ -364,6 +369,7 @@ def evaluate(
                 }
             )
         del model_
+    changes = change_scorecard(learn, systems, manifests)  # None unless the items form a change set
     return {
         "schema_version": SCHEMA_VERSION,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -382,6 +388,7 @@ def evaluate(
         "modules": {label: _module_summary(m) for label, m in manifests.items()},
         "skipped": skipped,
         "systems": systems,
+        "changes": changes,
     }
 
 

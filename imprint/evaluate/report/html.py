@@ -126,6 +126,34 @@ def _benchmarks_table(card: dict) -> str:
     )
 
 
+def _changes_table(card: dict) -> str:
+    """A change set's adopted / retired / retained per system (see imprint/evaluate/changes.py)."""
+    changes = card.get("changes")
+    if not changes:
+        return ""
+    keys = (
+        *("adopted", "adopted_added", "adopted_changed", "retired", "retired_changed", "retired_removed"),
+        *("retained", "retained_of_reference", "retired_of_reference", "removed_old_given", "removed_abstained"),
+    )
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td>{escape(c.get('kind') or '')}</td><td>{escape(c.get('reference') or '')}</td>"
+        + "".join(_cell(c.get(k), 2) for k in keys)
+        + "</tr>"
+        for name, c in changes["systems"].items()
+    )
+    cost = "".join(
+        f"<li>update {escape(c['update'])} vs from scratch {escape(c['from_scratch'])}: wall time ratio "
+        f"{_num(c['wall_ratio'], 2)}, tokens ratio {_num(c['tokens_ratio'], 2)}</li>"
+        for c in changes["cost"]
+    )
+    head = "".join(f"<th>{k.replace('_', ' ')}</th>" for k in ("system", "kind", "previous", *keys))
+    n = ", ".join(f"{v} {k}" for k, v in changes["n"].items())
+    return (
+        f"<h2>Change set</h2><p class='note'>{escape(n)} questions; a value is given when {escape(changes['metric'])}."
+        f"</p><table id='changes'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table><ul>{cost}</ul>"
+    )
+
+
 def _lm_eval(card: dict) -> str:
     parts = []
     for s in card["systems"]:
@@ -225,6 +253,7 @@ its module's. Self-retention: {card["retention"]["samples"]} base samples, {card
 <p class="note">EM and token F1: SQuAD-normalised, best over accepted answers. Choice accuracy: argmax of the summed
 log-likelihood of each choice; (norm): divided by the choice's UTF-8 length. ECE: 10 equal-width bins of confidence
 against exact match. Latency: per question, in batches.</p>
+{_changes_table(card)}
 <h2>Retention benchmarks</h2>
 {_benchmarks_table(card)}
 {_lm_eval(card)}

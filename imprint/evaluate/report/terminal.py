@@ -78,6 +78,42 @@ def probe_table(card: dict) -> Table | None:
     return table
 
 
+def change_table(card: dict) -> Table | None:
+    """A change set's rates per system: adopted (new and changed facts), retired (old values of changed and removed
+    facts), retained (unchanged facts), each also relative to the previous version when it was scored too."""
+    changes = card.get("changes")
+    if not changes:
+        return None
+    n = changes["n"]
+    table = Table(
+        "system",
+        "kind",
+        f"adopted\nadded | changed\n({n['added']} | {n['changed']})",
+        f"retired\nchanged | removed\n({n['changed']} | {n['removed']})",
+        f"retained\n({n['unchanged']})",
+        "of previous:\nretained | retired",
+        "removed: old given\n| abstained",
+        title=f"change set: {changes['metric']}",
+    )
+    for name, c in changes["systems"].items():
+        relative = "-"
+        if c.get("reference"):
+            relative = (
+                f"{_f(c['retained_of_reference'], 2)} ({c['n_reference_knew']}) | "
+                f"{_f(c['retired_of_reference'], 2)} ({c['n_reference_old']})"
+            )
+        table.add_row(
+            name,
+            c.get("kind") or "-",
+            f"{_f(c['adopted'], 2)}: {_f(c['adopted_added'], 2)} | {_f(c['adopted_changed'], 2)}",
+            f"{_f(c['retired'], 2)}: {_f(c['retired_changed'], 2)} | {_f(c['retired_removed'], 2)}",
+            _f(c["retained"], 2),
+            relative,
+            f"{_f(c['removed_old_given'], 2)} | {_f(c['removed_abstained'], 2)}",
+        )
+    return table
+
+
 def print_scorecard(card: dict, console: Console) -> None:
     leak = card["leakage"]
     if not leak["ok"]:
@@ -89,6 +125,14 @@ def print_scorecard(card: dict, console: Console) -> None:
     wide.print(scorecard_table(card))  # piped or logged: do not squeeze 14 columns into 80 characters
     if (probes := probe_table(card)) is not None:
         wide.print(probes)
+    if (changes := change_table(card)) is not None:
+        wide.print(changes)
+        for c in card["changes"]["cost"]:
+            console.print(
+                f"update {c['update']} vs from scratch {c['from_scratch']}: {_f(c['update_wall_s'], 0)} s vs "
+                f"{_f(c['from_scratch_wall_s'], 0)} s (ratio {_f(c['wall_ratio'], 2)}), {c['update_tokens']} vs "
+                f"{c['from_scratch_tokens']} tokens (ratio {_f(c['tokens_ratio'], 2)})"
+            )
     for name, reason in card.get("skipped", {}).items():
         console.print(f"[yellow]not scored: {name}: {reason}[/yellow]")
     if leak["ok"]:
