@@ -6,6 +6,8 @@ What a loaded module costs, and how it is served:
 - `prefix`: its per-layer key/value tensors, handed to the engine per row. Bytes: those tensors.
 - `full`: a separate copy of the whole model with the trained weights (fp32, as the method keeps them), counted
   at its full size; its rows run as their own batch.
+- `memory`: the same way, a base copy with the memory layers hooked on (the hooks change the model they are on,
+  so they cannot ride on the shared one); counted as the copy plus the memory tensors.
 The budget counts modules only (the base model is always resident). Modules a running batch uses are pinned and
 never evicted under it. Everything here runs on the scheduler's single worker thread.
 """
@@ -41,7 +43,7 @@ class LoadedModule:
     nbytes: int
     adapter: str | None = None  # lora: the PEFT adapter name
     prefix: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # prefix: per-layer keys, values
-    model: torch.nn.Module | None = None  # full: its own model
+    model: torch.nn.Module | None = None  # full, memory: its own model
 
 
 def _tensor_bytes(tensors) -> int:
@@ -50,9 +52,12 @@ def _tensor_bytes(tensors) -> int:
 
 def estimate_bytes(method: str, directory: Path, base: BaseModel) -> int:
     """Memory a module will take once loaded, known before loading it (to evict first, not after)."""
+    files = sum(f.stat().st_size for f in directory.glob("*.safetensors"))
     if method == "full":  # a whole model copy in fp32
         return sum(p.numel() for p in base.model.parameters()) * 4
-    return sum(f.stat().st_size for f in directory.glob("*.safetensors"))
+    if method == "memory":  # a base copy as loaded, plus the memories
+        return _tensor_bytes(base.model.parameters()) + files
+    return files
 
 
 class PeftRouter:
@@ -143,8 +148,8 @@ class ModuleCache:
             return self._load_lora(key, directory)
         if method == "prefix":
             return self._load_prefix(key, directory)
-        if method == "full":
-            return self._load_full(key, directory)
+        if method in ("full", "memory"):
+            return self._load_own_model(key, method, directory)
         raise ImprintError(f"module {key} uses method {method!r}, which the server cannot serve")
 
     def _load_lora(self, key: str, directory: Path) -> LoadedModule:
@@ -177,11 +182,11 @@ class ModuleCache:
         values = [tensors[f"values.{i}"].to(device, dtype) for i in range(layers)]
         return LoadedModule(key, "prefix", _tensor_bytes(keys + values), prefix=(keys, values))
 
-    def _load_full(self, key: str, directory: Path) -> LoadedModule:
-        from imprint.methods.full.method import FullMethod
+    def _load_own_model(self, key: str, method: str, directory: Path) -> LoadedModule:
+        from imprint import registry
 
-        model = FullMethod().load(load_base(self.base.name).model, directory)
-        return LoadedModule(key, "full", _tensor_bytes([*model.parameters(), *model.buffers()]), model=model)
+        model = registry.method(method)().load(load_base(self.base.name).model, directory)
+        return LoadedModule(key, method, _tensor_bytes([*model.parameters(), *model.buffers()]), model=model)
 
     @contextlib.contextmanager
     def exclusive(self, module: LoadedModule | None):
