@@ -123,7 +123,7 @@ def _make_trainable(model, config: MemoryMethodConfig) -> None:
 class MemoryMethod:
     name = "memory"
     config_class = MemoryMethodConfig
-    default_lr = 1e-2  # value rows start at zero and only a few move per step; in units of the MLP output's RMS
+    default_lr = 1e-1  # a selected row moves ~lr per step (Adam), in units of the MLP contribution it adds to
 
     def attach(self, model, config: MemoryMethodConfig, tokenizer=None, corpus_text: str = ""):
         _freeze_base(model)
