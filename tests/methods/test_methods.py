@@ -29,6 +29,11 @@ LR = {"lora": 3e-2, "full": 3e-3, "prefix": 3e-1, "memory": 1.0}
 CLI = {"memory": ["--set", "memory.background_texts=4"]}  # a small self-replay background: the tiny model samples it
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMPRINT_CACHE", str(tmp_path / "cache"))  # memory's self-replay background lands here
+
+
 def test_every_registered_method_is_covered():
     assert set(registry.METHODS) == set(SETTINGS)
 
@@ -73,7 +78,6 @@ def test_method_through_the_cli(name, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("IMPRINT_HOME", str(tmp_path / "ws"))
     monkeypatch.setenv("IMPRINT_MODEL", "tiny")
     (tmp_path / "a.md").write_text("Priya Raman has served as chief financial officer since March 2019.")
-    monkeypatch.setenv("IMPRINT_CACHE", str(tmp_path / "cache"))
     learn = [
         "learn",
         str(tmp_path / "a.md"),

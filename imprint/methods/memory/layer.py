@@ -34,7 +34,7 @@ class ProductKeyMemory(torch.nn.Module):
         keys = F.normalize(torch.randn(heads, 2, n_keys, self.half, generator=generator), dim=-1)
         self.query = torch.nn.Parameter(query, requires_grad=False)
         self.keys = torch.nn.Parameter(keys, requires_grad=False)
-        self.values = torch.nn.Parameter(torch.zeros(n_keys * n_keys, dim))
+        self.values = torch.nn.Parameter(torch.zeros(n_keys * n_keys, dim), requires_grad=False)  # trains: method.py
         self.register_buffer("scale", torch.ones(()))  # the MLP contribution's RMS on general text (at attach)
         self.register_buffer("background_df", torch.zeros(n_keys * n_keys))  # general texts reading each slot
         self.register_buffer("background_n", torch.zeros(()))  # how many general texts that was
