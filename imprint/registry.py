@@ -22,6 +22,7 @@ METHODS: dict[str, str] = {
     "lora": "imprint.methods.lora.method:LoraMethod",
     "full": "imprint.methods.full.method:FullMethod",
     "prefix": "imprint.methods.prefix.method:PrefixMethod",
+    "memory": "imprint.methods.memory.method:MemoryMethod",
 }
 
 

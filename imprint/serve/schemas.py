@@ -180,7 +180,7 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str
     root: str = Field(description="the base model this one runs on")
-    method: Literal["base", "lora", "prefix", "full"]
+    method: Literal["base", "lora", "prefix", "full", "memory"]
 
 
 class ModelList(BaseModel):

@@ -132,10 +132,12 @@ def record_verdict(key: str, ok: bool, reason: str = "") -> None:
 
 def wants_compile(model: torch.nn.Module, config: TrainConfig, steps: int) -> bool:
     """'auto': runs of 50+ steps on models of 50M+ parameters, except behind a KV prefix (its cache is updated
-    layer by layer inside the compiled region), and not where compiled layers failed their check before."""
+    layer by layer inside the compiled region) or where the method says its layers do not compile
+    (`imprint_compile_layers`, memory), and not where compiled layers failed their check before."""
     if config.compile == "auto":
         big = sum(p.numel() for p in model.parameters()) >= COMPILE_MIN_PARAMS
-        if not (big and steps >= COMPILE_MIN_STEPS and not hasattr(model, "decoder_hidden")):
+        compilable = not hasattr(model, "decoder_hidden") and getattr(model, "imprint_compile_layers", True)
+        if not (big and steps >= COMPILE_MIN_STEPS and compilable):
             return False
         verdict = compile_verdict(machine_key(config.compile_backend, compute_dtype(model, config)) + " | layers")
         return not failed_check(verdict)

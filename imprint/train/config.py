@@ -10,7 +10,9 @@ class TrainConfig:
     epochs: float = field(default=5.0, metadata={"help": "passes over the synthetic set (fractions allowed)"})
     lr: float = field(
         default=1e-3,
-        metadata={"help": "peak AdamW learning rate; unset, each method uses its own (full 3e-5, prefix 1e-2)"},
+        metadata={
+            "help": "peak AdamW learning rate; unset, each method uses its own (full 3e-5, prefix 1e-2, memory 0.1)"
+        },
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     warmup: float = field(default=0.05, metadata={"help": "fraction of steps with linear warm-up"})

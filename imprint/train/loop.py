@@ -157,7 +157,11 @@ def train(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    make_optimizer = getattr(model, "imprint_optimizer", None)  # a method that updates its own way (memory: rows)
+    if make_optimizer is not None:
+        optimizer = make_optimizer(params, config)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     epochs = math.ceil(config.epochs)
     plan = [_batches(examples, config, pad_id, rng) for _ in range(epochs)]
     batches = [b for epoch in plan for b in epoch][: max(1, round(len(plan[0]) * config.epochs))]

@@ -19,8 +19,19 @@ RECORDS = [
     SynthRecord.make("rules", ["d:v1:0"], "qa", question="How many leave days?", answer="27 days"),
     SynthRecord.make("rules", ["d:v1:0"], "text", text="Priya Raman has served as chief financial officer."),
 ]
-SETTINGS = {"lora": {"r": 8, "alpha": 16}, "full": {"freeze_embeddings": True}, "prefix": {"n_tokens": 16}}
-LR = {"lora": 3e-2, "full": 3e-3, "prefix": 3e-1}
+SETTINGS = {
+    "lora": {"r": 8, "alpha": 16},
+    "full": {"freeze_embeddings": True},
+    "prefix": {"n_tokens": 16},
+    "memory": {"n_keys": 32, "knn": 8, "background_texts": 4},
+}
+LR = {"lora": 3e-2, "full": 3e-3, "prefix": 3e-1, "memory": 1.0}
+CLI = {"memory": ["--set", "memory.background_texts=4"]}  # a small self-replay background: the tiny model samples it
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMPRINT_CACHE", str(tmp_path / "cache"))  # memory's self-replay background lands here
 
 
 def test_every_registered_method_is_covered():
@@ -67,7 +78,17 @@ def test_method_through_the_cli(name, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("IMPRINT_HOME", str(tmp_path / "ws"))
     monkeypatch.setenv("IMPRINT_MODEL", "tiny")
     (tmp_path / "a.md").write_text("Priya Raman has served as chief financial officer since March 2019.")
-    learn = ["learn", str(tmp_path / "a.md"), "--method", name, "--name", name, "--set", "train.epochs=2"]
+    learn = [
+        "learn",
+        str(tmp_path / "a.md"),
+        "--method",
+        name,
+        "--name",
+        name,
+        "--set",
+        "train.epochs=2",
+        *CLI.get(name, []),
+    ]
     assert main([*learn, "--set", "train.verify=false"]) == 0  # plumbing; learning: tests/train/test_heldin.py
     capsys.readouterr()
     assert main(["ask", "Who is the CFO?", "--module", name, "--json"]) == 0

@@ -43,7 +43,7 @@ def _register(ws, name: str, method: str, settings: dict, seed: int) -> None:
 @pytest.fixture(scope="session")
 def ws_dir(tmp_path_factory):
     """Modules on `tiny`: alpha@1 (trained by the real pipeline), alpha@2 and beta (LoRA), cart (prefix), whole
-    (full), the last four with random weights."""
+    (full), mem (memory layers), the last five with random weights."""
     root = tmp_path_factory.mktemp("serve-ws")
     (root / "team.md").write_text(CORPUS)
     ws = Workspace.open(root / "ws")
@@ -56,6 +56,8 @@ def ws_dir(tmp_path_factory):
     _register(ws, "beta", "lora", {"r": 8, "alpha": 8, "target_modules": "q_proj,v_proj,down_proj"}, seed=2)
     _register(ws, "cart", "prefix", {"n_tokens": 6, "init": "random"}, seed=3)
     _register(ws, "whole", "full", {}, seed=4)
+    memory = {"n_keys": 16, "heads": 2, "knn": 8, "key_dim": 16, "background": str(root / "team.md")}
+    _register(ws, "mem", "memory", memory, seed=5)
     ws.close()
     return root / "ws"
 

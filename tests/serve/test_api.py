@@ -36,12 +36,13 @@ def test_models_lists_base_and_every_module_version(client):
     cards = {m.id: m for m in client.models.list().data}
     assert {"tiny", "alpha", "alpha@1", "alpha@2", "beta", "beta@1", "cart@1", "whole@1"} <= set(cards)
     assert cards["cart"].method == "prefix" and cards["whole"].method == "full" and cards["alpha@1"].method == "lora"
+    assert cards["mem@1"].method == "memory"
     assert client.models.retrieve("alpha@2").id == "alpha@2"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("ghost")
 
 
-@pytest.mark.parametrize("model", ["tiny", "alpha", "alpha@1", "cart", "whole"])
+@pytest.mark.parametrize("model", ["tiny", "alpha", "alpha@1", "cart", "whole", "mem"])
 def test_completion_equals_the_models_own_generate(client, ws_dir, model):
     prompt = qa_prompt(QUESTION)
     out = client.completions.create(model=model, prompt=prompt, max_tokens=12, temperature=0)

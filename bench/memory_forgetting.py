@@ -1,0 +1,190 @@
+"""Learned vs forgot for memory layers (sparse and dense updates) beside LoRA, on the same data in one run.
+
+Ingests the first `--docs` documents of the bundled sample corpus, synthesises them with the offline `rules`
+strategy, and trains one module per `--systems` entry on that same dataset with the default recipe (or
+`--epochs`): `lora`, `memory-dense` (every slot moves, plain AdamW) and `memory-sparse` (only the top-t TF-IDF
+slots per step, Lin et al. 2025). Each is then scored like `imprint eval` does: learned = held-in recall (the
+run's own training questions, from the manifest) and the sample's held-out questions about those documents;
+forgot = self-retention (top-1 agreement with the base, ΔNLL on the base's own samples) and the NQ-open and MMLU
+retention sets under ../shared/data/retention/ (`--retain` items of each). It ends with forgetting ratios
+(memory vs LoRA) measured in the same run.
+
+    python bench/memory_forgetting.py --docs 2 --epochs 2 --retain 40
+
+`--out` defaults to ~/.cache/imprint/bench/memory ($IMPRINT_CACHE); each stage is cached there (results.json),
+so an interrupted run continues. `--model tiny` checks the plumbing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from imprint import pipeline
+from imprint.errors import TrainingError
+from imprint.evaluate.evalset import load_eval_set, write_eval_set
+from imprint.evaluate.run import EvalOptions, evaluate
+from imprint.models import DEFAULT_MODEL, cache_root
+from imprint.train.compute import cpu_model
+from imprint.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "imprint" / "data" / "sample"
+RETENTION = ROOT.parent / "shared" / "data" / "retention"
+SYSTEMS = {
+    "lora": ("lora", {}),
+    "memory-dense": ("memory", {"update": "dense"}),
+    "memory-sparse": ("memory", {"update": "sparse"}),
+}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def train_all(ws, data: str, args, done: dict, save) -> None:
+    for system in args.systems:
+        if system in done:
+            continue
+        method, settings = SYSTEMS[system]
+        train = {"epochs": args.epochs, "seed": args.seed, "checkpoint_every": 0, "verify_n": args.verify_n}
+        if system in args.lr:
+            train["lr"] = args.lr[system]
+        log(f"train {system} ({method} {settings}, train {train})")
+        try:
+            manifest = pipeline.train_module(ws, [data], system, method, args.model, {"train": train, method: settings})
+            registered = True
+        except TrainingError as exc:  # failed the held-in check: recorded, not evaluated
+            log(f"{system}: {exc}")
+            manifest = json.loads((ws.root / "runs" / system / "failed" / "manifest.json").read_text())
+            registered = False
+        metrics = manifest["metrics"]
+        done[system] = {
+            "registered": registered,
+            "heldin": manifest["heldin"],
+            "train_tokens": metrics["tokens"],
+            "train_s": metrics["wall_s"],
+            "loss_first": metrics["loss_first"],
+            "loss_last": metrics["loss_last"],
+            "module_bytes": manifest["module_bytes"],
+            "lr": manifest["config"]["train"]["lr"],
+        }
+        save()
+
+
+def evaluate_all(ws, args, out: Path, results: dict, save) -> None:
+    docs = set(results["docs"])
+    learn = [i for i in load_eval_set(SAMPLE / "eval.jsonl") if set(i.doc_ids) <= docs and i.answerable]
+    paths = [write_eval_set(out / "learn.jsonl", learn)]
+    paths += [RETENTION / "nq_open_dev_300.jsonl", RETENTION / "mmlu_285.jsonl"]
+    modules = [s for s in args.systems if results["trained"].get(s, {}).get("registered")]
+    log(f"eval {len(learn)} corpus questions, {args.retain} of each retention set, modules {', '.join(modules)}")
+    t0 = time.perf_counter()
+    options = EvalOptions(modes=("base", "module"), retain_limit=args.retain, retention_samples=args.samples)
+    card = evaluate(ws, paths, modules, model=args.model, options=options)
+    results["eval_s"] = round(time.perf_counter() - t0)
+    results["learn_questions"] = len(learn)
+    results["systems"] = {
+        s["weights"]: {
+            "f1": s["token_f1"],
+            "contained": s["answer_contained"],
+            "top1": s["forgot"]["self"]["top1_agreement"],
+            "nll_delta": s["forgot"]["self"]["nll_delta"],
+            "benchmarks": s["forgot"]["benchmarks"],
+        }
+        for s in card["systems"]
+    }
+    save()
+
+
+def _f(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _bench(scores: dict, name: str) -> dict:
+    return next((v for k, v in scores["benchmarks"].items() if name in k), {})
+
+
+def print_table(results: dict, args) -> None:
+    print(f"\nsample corpus, {len(results['docs'])} documents, rules synthesis; {results.get('learn_questions')} "
+          f"held-out corpus questions; retention: {args.retain} NQ-open + {args.retain} MMLU items, "
+          f"{args.samples} self-samples (eval {results.get('eval_s')} s)")  # fmt: skip
+    head = f"{'system':<15}{'held-in F1':>11}{'dev F1':>8}{'NQ F1':>8}{'MMLU acc':>9}{'top-1':>7}{'ΔNLL':>8}"
+    print(head + f"{'tokens':>8}{'train s':>9}{'MB':>7}")
+    systems = results.get("systems", {})
+    rows = [("base", None)] + [(s, results["trained"][s]) for s in args.systems if s in results["trained"]]
+    for name, trained in rows:
+        label = name if name == "base" else f"{name}@1"
+        scores = systems.get(label)
+        heldin = _f(trained["heldin"]["module"].get("f1")) if trained else "-"
+        if trained and not trained["registered"]:
+            heldin += "*"
+        nq, mmlu = (_bench(scores, "nq"), _bench(scores, "mmlu")) if scores else ({}, {})
+        line = f"{name:<15}{heldin:>11}{_f(scores and scores['f1']):>8}"
+        line += f"{_f(nq.get('token_f1')):>8}{_f(mmlu.get('choice_accuracy')):>9}"
+        line += f"{_f(scores and scores['top1']):>7}{_f(scores and scores['nll_delta'], 4):>8}"
+        if trained:
+            line += f"{trained['train_tokens']:>8}{trained['train_s']:>9.0f}{trained['module_bytes'] / 2**20:>7.1f}"
+        print(line)
+    if any(not t["registered"] for t in results["trained"].values()):
+        print("* failed imprint's held-in check (no better than the base): not registered, not evaluated")
+    lora = systems.get("lora@1")
+    for name in ("memory-dense", "memory-sparse"):
+        mine = systems.get(f"{name}@1")
+        if lora and mine and lora["nll_delta"]:
+            print(f"ΔNLL {name} / lora: {mine['nll_delta'] / lora['nll_delta']:.3f}x; top-1 disagreement "
+                  f"{name} / lora: {(1 - mine['top1']) / max(1e-9, 1 - lora['top1']):.3f}x")  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=2, help="first N documents of the sample corpus")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: " + ",".join(SYSTEMS))
+    parser.add_argument("--epochs", type=float, default=5.0, help="training epochs (the default recipe's)")
+    parser.add_argument("--lr", default="", help="per-system learning rates, e.g. memory-sparse=0.1,lora=1e-3")
+    parser.add_argument("--retain", type=int, default=40, help="items sampled from each retention set")
+    parser.add_argument("--samples", type=int, default=8, help="base-model samples for self-retention")
+    parser.add_argument("--verify-n", type=int, default=32, help="training questions of the held-in check")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--out", default=str(cache_root() / "bench" / "memory"), help="stage cache")
+    args = parser.parse_args()
+    args.systems = [s for s in args.systems.split(",") if s]
+    args.lr = {k: float(v) for k, v in (p.split("=") for p in args.lr.split(",") if p)}
+    if set(args.systems) - set(SYSTEMS):
+        sys.exit(f"imprint: error: unknown system: choose from {', '.join(SYSTEMS)}")
+    print("command: python " + " ".join(sys.argv))
+    cores = len(os.sched_getaffinity(0))
+    print(f"machine: {cpu_model()}, {cores} cores; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    settings = {k: getattr(args, k) for k in ("docs", "epochs", "lr", "retain", "samples", "verify_n", "seed", "model")}
+    results = json.loads(results_path.read_text()) if results_path.exists() else {"settings": settings, "trained": {}}
+    if results["settings"] != settings:
+        sys.exit(f"imprint: error: {out} holds a run with other settings ({results['settings']}): use another --out")
+
+    def save():
+        results_path.write_text(json.dumps(results, indent=1))
+
+    t0 = time.perf_counter()
+    docs = sorted(p for p in (SAMPLE / "corpus").iterdir() if p.suffix == ".md")[: args.docs]
+    results["docs"] = [p.name for p in docs]
+    ws = Workspace.open(out / "ws")
+    pipeline.add(ws, [str(p) for p in docs], model=args.model)
+    if "rules" not in {d.name for d in ws.datasets()}:
+        pipeline.synth(ws, "rules", "rules", model=args.model)
+    train_all(ws, "rules", args, results["trained"], save)
+    if "systems" not in results:
+        evaluate_all(ws, args, out, results, save)
+    print_table(results, args)
+    print(f"\nwall clock this invocation: {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

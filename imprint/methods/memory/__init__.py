@@ -1,0 +1,1 @@
+"""Memory layers: a product-key key-value table beside chosen MLPs, trained sparsely (the slots the corpus uses)."""
