@@ -53,7 +53,9 @@ def test_learn_then_ask_and_eval_on_tiny(ws_dir, corpus, tmp_path, capsys):
         "supported",
         "latency_ms",
         "prompt_tokens",
+        "conflict",
     }
+    assert answer["conflict"] is None  # only module+rag checks its module against the passages
     assert answer["evidence"] and answer["evidence"][0]["chunk_id"] and answer["supported"] in (True, False)
     assert answer["mode"] == "module" and answer["module"] == "hb@1" and 0 <= answer["confidence"] <= 1
 

@@ -173,13 +173,19 @@ class Service:
             raise as_api_error(exc) from exc
         ids = self.tokenizer(answer_prompt(question, hits[0])).input_ids
         row = answer_row(self.tokenizer, ids, planned.sampling.max_tokens, self.stop_ids)
+        rows = [row]
+        if mode == "module+rag":  # the module's closed-book answer too, in the same batch (`conflict`, as ask does)
+            ids = self.tokenizer(answer_prompt(question, None)).input_ids
+            rows.append(answer_row(self.tokenizer, ids, planned.sampling.max_tokens, self.stop_ids))
         started = time.perf_counter()
-        await self.run([row], module, tenant)
+        await self.run(rows, module, tenant)
         generated = [Generated(row.text, confidence(self.tokenizer, row), row.prompt_tokens,
                                (time.perf_counter() - started) * 1000)]  # fmt: skip
+        closed_book = [rows[1].text] if len(rows) > 1 else None
 
         def finish():
-            return make_answers(generated, [question], hits, search_ms, mode, label, retriever, calibration, options.k)
+            return make_answers(generated, [question], hits, search_ms, mode, label, retriever, calibration, options.k,
+                                closed_book)  # fmt: skip
 
         try:
             return (await loop.run_in_executor(self.retrieval_thread, finish))[0]

@@ -218,7 +218,7 @@ def test_train_and_learn_help_list_the_methods(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         out = capsys.readouterr().out
-        assert "full, lora, prefix" in out
+        assert "full, lora, memory, prefix (default lora)" in " ".join(out.split())  # help text wraps
     with pytest.raises(SystemExit) as bad:
         main(["train", "--method", "lorra"])
     assert bad.value.code == 2 and "invalid choice: 'lorra'" in capsys.readouterr().err
