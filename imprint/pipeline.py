@@ -360,11 +360,6 @@ def _ids_digest(ids: list[str]) -> str:
     return hashlib.sha1("\n".join(sorted(ids)).encode()).hexdigest()[:16]
 
 
-def module_entry(ws, spec: str):
-    """`ws.module(spec)`, under the name callers on other branches still use (remove once they are merged)."""
-    return ws.module(spec)
-
-
 def load_module(ws, spec: str):
     """Load `name` or `name@version`: returns (model with the module attached, tokenizer, manifest)."""
     entry = ws.module(spec)

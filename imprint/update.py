@@ -138,7 +138,7 @@ def update_module(ws, spec: str, overrides: dict | None = None, from_scratch: bo
     from imprint import pipeline
     from imprint.config import build, check_sections
 
-    parent = pipeline.module_entry(ws, spec)
+    parent = ws.module(spec)
     manifest, method = parent.manifest, parent.method
     overrides = dict(overrides or {})
     check_sections(overrides, {"train", "update", method})
