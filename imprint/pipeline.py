@@ -264,6 +264,17 @@ def train_module(
         pool = corpus_replay(train_config.replay_corpus) if train_config.replay_corpus else self_replay(base)
         records = mix_replay(records, pool, train_config.replay, train_config.seed)
     examples = [encode_record(r, base.tokenizer, train_config.max_len) for r in records]
+    if train_config.replay_distill:  # the base's own next-token distribution on the replay records, before any change
+        from imprint.train.replay import DISTILL_TOP_K
+        from imprint.train.teacher import teacher_targets
+
+        bos = [base.tokenizer.bos_token_id] if base.tokenizer.bos_token_id is not None else []
+        replayed = {i: bos for i in range(n_corpus_records + n_reading_records, len(examples))}
+        with Bar("base targets", unit="batches") as bar:
+            examples = teacher_targets(
+                base.model, base.tokenizer, examples, replayed, DISTILL_TOP_K, ws.root / "runs" / name,
+                progress=lambda d, t: bar.update(d, t),
+            )  # fmt: skip
     heldin = HeldIn.sample(records[:n_corpus_records], train_config.verify_n, train_config.seed)
     if not train_config.verify:
         heldin = None
@@ -286,6 +297,8 @@ def train_module(
             examples = method_impl.prepare_examples(
                 trainable, examples, base.tokenizer, sources, checkpoint.parent, lambda d, t: bar.update(d, t)
             )
+    if train_config.replay_distill and not getattr(trainable, "distill", 0):
+        trainable.distill = train_config.replay_distill  # the loss's weight on teacher targets (only replay has them)
     with Bar("train", unit="steps") as bar:
         result = train(
             trainable,

@@ -37,6 +37,14 @@ class TrainConfig:
     replay_corpus: str = field(
         default="", metadata={"help": "file or folder of general text for replay (default: the base's own samples)"}
     )
+    replay_distill: float = field(
+        default=0.0,
+        metadata={
+            "help": "on replay records, weight of the base's own next-token distribution (its top 32, computed once "
+            "before training) as the target instead of the text's next token: 1 pulls towards the base by KL, "
+            "0 trains on the sampled tokens"
+        },
+    )
     forget_budget: float = field(
         default=0.0,
         metadata={
@@ -92,6 +100,10 @@ class TrainConfig:
             raise ValueError("warmup must be in [0, 1) and min_lr_ratio in [0, 1]")
         if not 0 <= self.replay < 1:
             raise ValueError(f"replay must be in [0, 1), got {self.replay}")
+        if not 0 <= self.replay_distill <= 1:
+            raise ValueError(f"replay_distill must be in [0, 1], got {self.replay_distill}")
+        if self.replay_distill and not self.replay:
+            raise ValueError("train.replay_distill weights the replay records' targets: set train.replay > 0 too")
         if self.forget_budget < 0 or self.forget_every < 1 or self.forget_samples < 1:
             raise ValueError("forget_budget must be >= 0, forget_every and forget_samples >= 1")
         if not 0 <= self.read <= 1 or self.read_k < 1:

@@ -4,6 +4,11 @@ With no external data offline, the default replay set is the base model's own co
 general prompts (sampled once per base model and cached): training on them pulls the adapted model back
 towards the base distribution where the corpus says nothing. A user may point `train.replay_corpus` at their
 own general text (a file or folder of .txt/.md/.html/.pdf) instead.
+
+With `train.replay_distill` the replay records' target is the base model's own next-token distribution (its top
+`DISTILL_TOP_K`, renormalised; imprint.train.teacher) rather than the one token the text has: the loss on them is
+then a top-k estimate of KL(base || module) plus a constant, a lower-variance pull towards the base than the
+sampled tokens alone (self-distillation, as in Cartridges' context distillation with an empty context).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import re
 from pathlib import Path
 
 from imprint.synth.records import SynthRecord
+
+DISTILL_TOP_K = 32  # base-model tokens kept per replay position for `train.replay_distill`
 
 PROMPTS = [
     "The history of the Roman Empire",
