@@ -297,8 +297,8 @@ def train_module(
             examples = method_impl.prepare_examples(
                 trainable, examples, base.tokenizer, sources, checkpoint.parent, lambda d, t: bar.update(d, t)
             )
-    if train_config.replay_distill and not getattr(trainable, "distill", 0):
-        trainable.distill = train_config.replay_distill  # the loss's weight on teacher targets (only replay has them)
+    # the loss's weight on teacher targets: the method's own (prefix context distillation), else replay_distill's
+    distill = getattr(trainable, "distill", 0.0) or train_config.replay_distill
     with Bar("train", unit="steps") as bar:
         result = train(
             trainable,
@@ -309,6 +309,7 @@ def train_module(
             checkpoint=checkpoint,
             resume=resume,
             drift=drift,
+            distill=distill,
         )
     check_trained(trainable, f"module {name}")  # the loop skips non-finite steps; never save what slipped past
     verdict = heldin.verdict(base_heldin, heldin.score(trainable, base.tokenizer)) if heldin else None

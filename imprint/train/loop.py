@@ -138,12 +138,14 @@ def train(
     resume: bool = False,
     log_dir: Path | None = None,
     drift=None,
+    distill: float | None = None,
 ):
     """Train the model's trainable parameters on `examples`; returns a TrainResult.
 
     `drift(model) -> float` (with `config.forget_budget`) measures how far the model moved from the base on
     general text (ΔNLL, nats/token); it is called every `config.forget_every` steps, and past the budget the
-    learning rate is halved (a 16th: training stops, and the result says so).
+    learning rate is halved (a 16th: training stops, and the result says so). `distill` weighs the teacher targets
+    some examples carry (prefix context distillation, `train.replay_distill`) against their own next token.
 
     `progress(done, total, info)` is called after each step. With `checkpoint`, state is saved there every
     `config.checkpoint_every` steps; `resume=True` continues from it, replaying the same batch order (the plan
@@ -166,7 +168,8 @@ def train(
     plan = [_batches(examples, config, pad_id, rng) for _ in range(epochs)]
     batches = [b for epoch in plan for b in epoch][: max(1, round(len(plan[0]) * config.epochs))]
     total_steps = math.ceil(len(batches) / config.grad_accum)
-    distill = getattr(model, "distill", 0.0)  # methods with a distillation target (prefix) set its weight
+    if distill is None:  # the loss's weight on examples' teacher targets; a method's own (prefix) by default
+        distill = getattr(model, "distill", 0.0)
     fingerprint = _fingerprint(examples, config, distill)
     result = TrainResult()
     if resume and checkpoint and checkpoint.exists():

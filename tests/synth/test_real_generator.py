@@ -29,7 +29,7 @@ def test_embedded_model_writes_grounded_records_for_every_strategy(tmp_path, cap
     kept = {}
     for strategy in ("paraphrase", "qa", "entigraph", "active-reading"):
         args = ["--workspace", str(ws_dir), "synth", "--strategy", strategy, "--generator", "local"]
-        assert main([*args, "--tokens", "600", "--show", "2"]) == 0
+        assert main([*args, "--tokens", "300", "--show", "2"]) == 0
         out = capsys.readouterr().out
         assert "quality gates" in out and "generator local:gemma-3-270m" in out
         ws = Workspace.open(ws_dir)
