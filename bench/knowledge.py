@@ -210,7 +210,7 @@ def main() -> int:
     )
     parser.add_argument("--retain", default=str(RETAIN), help="retention benchmark scored per system ('' for none)")
     parser.add_argument("--retain-limit", type=int, default=100, help="items sampled from --retain")
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs (the default recipe's)")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs (the default recipe's)")
     parser.add_argument("--train-tokens", type=int, default=0, help="train each module on exactly N tokens instead")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: base,icl,rag,module,module+rag")
     parser.add_argument("--retention-samples", type=int, default=8, help="base-model samples for self-retention")

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from imprint import pipeline
+from imprint import pipeline, registry
 from imprint.models import DEFAULT_MODEL, cache_root
 from imprint.workspace import Workspace
 
@@ -147,7 +147,7 @@ def run(args) -> dict:
         shutil.rmtree(corpus, ignore_errors=True)
         shutil.copytree(source, corpus)
         pipeline.add(ws, [str(corpus)], model=args.model)
-        data = pipeline.synth(ws, "rules", f"{NAME}-v1", model=args.model)
+        data = pipeline.synth(ws, args.strategy, f"{NAME}-v1", model=args.model)
         m = pipeline.train_module(ws, [data["name"]], NAME, "lora", args.model, {"train": train})
         return {"module": f"{NAME}@{m['version']}", "records": m["n_records"], "metrics": m["metrics"]}
 
@@ -218,6 +218,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", choices=("sample", "fictional_dev"), default="sample")
     parser.add_argument("--docs", type=int, default=8, help="fictional_dev: articles used (v1 gets all but the last)")
+    parser.add_argument("--strategy", default=registry.DEFAULT_STRATEGY, help="v1's synthesis (updates reuse it)")
     parser.add_argument("--epochs", type=float, default=1.0, help="v1 and from-scratch training epochs")
     parser.add_argument("--update-epochs", type=float, default=1.0, help="epochs of the update")
     parser.add_argument("--systems", default="base,module", help="eval systems (modes), comma-separated")

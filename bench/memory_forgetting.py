@@ -51,7 +51,8 @@ def train_all(ws, data: str, args, done: dict, save) -> None:
         if system in done:
             continue
         method, settings = SYSTEMS[system]
-        train = {"epochs": args.epochs, "seed": args.seed, "checkpoint_every": 0, "verify_n": args.verify_n}
+        train = {"epochs": args.epochs, "seed": args.seed, "checkpoint_every": 0, "verify_n": args.verify_n,
+                 "replay": args.replay}  # fmt: skip
         if system in args.lr:
             train["lr"] = args.lr[system]
         log(f"train {system} ({method} {settings}, train {train})")
@@ -145,6 +146,12 @@ def main() -> int:
     parser.add_argument("--docs", type=int, default=2, help="first N documents of the sample corpus")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: " + ",".join(SYSTEMS))
     parser.add_argument("--epochs", type=float, default=5.0, help="training epochs (the default recipe's)")
+    parser.add_argument(
+        "--replay",
+        type=float,
+        default=0.0,
+        help="train.replay for every system (default 0: each method's forgetting on its own; imprint's default 0.3)",
+    )
     parser.add_argument("--lr", default="", help="per-system learning rates, e.g. memory-sparse=0.1,lora=1e-3")
     parser.add_argument("--retain", type=int, default=40, help="items sampled from each retention set")
     parser.add_argument("--samples", type=int, default=8, help="base-model samples for self-retention")

@@ -47,7 +47,7 @@ def add(ws, paths: list[str], model: str = DEFAULT_MODEL, max_tokens: int = 200,
 
 def synth(
     ws,
-    strategy: str = "rules",
+    strategy: str = registry.DEFAULT_STRATEGY,
     name: str | None = None,
     overrides: dict | None = None,
     generator=None,
@@ -264,7 +264,8 @@ def train_module(
         pool = corpus_replay(train_config.replay_corpus) if train_config.replay_corpus else self_replay(base)
         records = mix_replay(records, pool, train_config.replay, train_config.seed)
     examples = [encode_record(r, base.tokenizer, train_config.max_len) for r in records]
-    if train_config.replay_distill:  # the base's own next-token distribution on the replay records, before any change
+    if train_config.replay and train_config.replay_distill:
+        # the base's own next-token distribution on the replay records, before any change
         from imprint.train.replay import DISTILL_TOP_K
         from imprint.train.teacher import teacher_targets
 
@@ -298,7 +299,7 @@ def train_module(
                 trainable, examples, base.tokenizer, sources, checkpoint.parent, lambda d, t: bar.update(d, t)
             )
     # the loss's weight on teacher targets: the method's own (prefix context distillation), else replay_distill's
-    distill = getattr(trainable, "distill", 0.0) or train_config.replay_distill
+    distill = getattr(trainable, "distill", 0.0) or (train_config.replay_distill if train_config.replay else 0.0)
     with Bar("train", unit="steps") as bar:
         result = train(
             trainable,

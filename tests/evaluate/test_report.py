@@ -54,7 +54,7 @@ def test_scorecard_holds_learned_forgot_and_cost_for_every_system(run):
     card = run["card"]
     assert [s["system"] for s in card["systems"]] == ["base", "icl", "rag", "hb@1", "hb@1+rag"]
     assert [s["mode"] for s in card["systems"]] == ["base", "icl", "rag", "module", "module+rag"]
-    assert card["leakage"]["ok"] and card["leakage"]["datasets"] == ["hb-rules"]
+    assert card["leakage"]["ok"] and card["leakage"]["datasets"] == ["hb-prose"]
     assert card["n_questions"] == 4 and card["n_retain"] == 2
     assert card["command"].startswith("imprint eval ") and "--module hb" in card["command"]
     manifest = json.loads((run["tmp"] / "ws" / "modules" / "hb" / "1" / "manifest.json").read_text())
@@ -113,7 +113,7 @@ def test_leaked_questions_stop_the_run_unless_allowed(run, capsys, monkeypatch):
     monkeypatch.setenv("IMPRINT_HOME", str(tmp / "ws"))
     monkeypatch.setenv("IMPRINT_MODEL", "tiny")
     monkeypatch.setenv("IMPRINT_CACHE", str(tmp / "cache"))
-    dataset = Workspace.open(tmp / "ws").get_dataset("hb-rules")
+    dataset = Workspace.open(tmp / "ws").get_dataset("hb-prose")
     trained = next(r for r in read_records(__import__("pathlib").Path(dataset.path)) if r.kind == "qa")
     leaked = tmp / "leaked.jsonl"
     leaked.write_text(json.dumps({"id": "copy", "question": trained.question, "answers": [trained.answer]}) + "\n")

@@ -85,4 +85,5 @@ def test_distillation_through_the_cli(tmp_path, monkeypatch):
     assert main([*args, "--set", "prefix.distill=0.5", "--set", "prefix.n_tokens=4"]) == 0
     manifest = Workspace.open(tmp_path / "ws").get_module("p").manifest
     assert manifest["config"]["prefix"]["distill"] == 0.5
-    assert len(list((tmp_path / "ws" / "runs" / "p").glob("teacher-*.pt"))) == 1
+    # two teacher passes: the prefix's (each record read after its sources) and the base's targets for the replay
+    assert len(list((tmp_path / "ws" / "runs" / "p").glob("teacher-*.pt"))) == 2

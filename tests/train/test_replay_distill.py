@@ -57,9 +57,9 @@ def test_teacher_targets_are_the_base_top_k_after_the_bos_context():
     assert not out.teacher_probs[0].any()  # the first token has no prediction
 
 
-def test_replay_distill_needs_replay():
-    with pytest.raises(ValueError, match="replay > 0"):
-        TrainConfig(replay_distill=1.0)
+def test_distilled_replay_is_the_default_and_its_weight_is_validated():
+    assert TrainConfig().replay > 0 and TrainConfig().replay_distill == 1.0
+    assert TrainConfig(replay=0.0).replay_distill == 1.0  # allowed: nothing to weigh, a no-op (see the pipeline test)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         TrainConfig(replay=0.3, replay_distill=1.5)
 
@@ -84,10 +84,8 @@ def test_distilled_replay_stays_closer_to_the_base_than_sampled_replay(ws, monke
     dataset = ws.datasets()[0].name
     common = {"epochs": "6", "lr": "1e-2", "replay": "0.5", "verify": "false", "checkpoint_every": "0",
               "compile": "off", "batch_tokens": "256"}  # fmt: skip
-    sampled = pipeline.train_module(ws, [dataset], "sampled", "lora", "tiny", {"train": common})
-    distilled = pipeline.train_module(
-        ws, [dataset], "distilled", "lora", "tiny", {"train": common | {"replay_distill": "1"}}
-    )
+    sampled = pipeline.train_module(ws, [dataset], "sampled", "lora", "tiny", {"train": common | {"replay_distill": 0}})
+    distilled = pipeline.train_module(ws, [dataset], "distilled", "lora", "tiny", {"train": common})  # the default
     assert sampled["n_replay_records"] == distilled["n_replay_records"] > 0
     assert distilled["config"]["train"]["replay_distill"] == 1.0 and sampled["config"]["train"]["replay_distill"] == 0
     assert list((ws.root / "runs" / "distilled").glob("teacher-*.pt"))  # the base's targets, cached for a resume
@@ -96,3 +94,12 @@ def test_distilled_replay_stays_closer_to_the_base_than_sampled_replay(ws, monke
     kl_sampled = _kl_to_base(ws.module_dir("sampled", 1), texts)
     kl_distilled = _kl_to_base(ws.module_dir("distilled", 1), texts)
     assert kl_distilled < 0.5 * kl_sampled, (kl_distilled, kl_sampled)
+    assert not list((ws.root / "runs" / "sampled").glob("teacher-*.pt"))
+
+
+def test_no_replay_means_no_teacher_pass(ws, monkeypatch):
+    monkeypatch.setenv("IMPRINT_CACHE", str(ws.root.parent / "cache"))
+    train = {"epochs": "1", "replay": "0", "verify": "false", "checkpoint_every": "0", "compile": "off"}
+    out = pipeline.train_module(ws, [ws.datasets()[0].name], "plain", "lora", "tiny", {"train": train})
+    assert out["n_replay_records"] == 0 and out["config"]["train"]["replay_distill"] == 1.0
+    assert not list((ws.root / "runs" / "plain").glob("teacher-*.pt"))
