@@ -22,7 +22,7 @@ from imprint.evaluate.heldin import HeldIn, describe
 from imprint.methods.integrity import check_module_files, check_trained
 from imprint.models import DEFAULT_MODEL, load_base, load_tokenizer
 from imprint.progress import Bar
-from imprint.synth.records import read_records, write_records
+from imprint.synth.records import read_forget, read_records, write_records
 from imprint.train.config import TrainConfig
 from imprint.workspace import trained_documents
 
@@ -239,10 +239,12 @@ def train_module(
 
     method_impl, method_config, train_config = resolve_train_configs(method, overrides)
     collection = dataset_collection(ws, datasets)
-    records = []
+    records, forget = [], []
     for dataset in datasets:
         entry = ws.get_dataset(dataset)
-        records.extend(read_records(Path(entry["path"]) if isinstance(entry, dict) else Path(entry.path)))
+        directory = Path(entry["path"]) if isinstance(entry, dict) else Path(entry.path)
+        records.extend(read_records(directory))
+        forget.extend(read_forget(directory))  # `imprint update`: what left the corpus, trained towards the base
     if not records:
         raise ImprintError(f"datasets {', '.join(datasets)} hold no records")
     base = load_base(model)
@@ -263,19 +265,24 @@ def train_module(
 
         pool = corpus_replay(train_config.replay_corpus) if train_config.replay_corpus else self_replay(base)
         records = mix_replay(records, pool, train_config.replay, train_config.seed)
+    n_before_forget = len(records)
+    records = records + forget
     examples = [encode_record(r, base.tokenizer, train_config.max_len) for r in records]
-    if train_config.replay and train_config.replay_distill:
-        # the base's own next-token distribution on the replay records, before any change
+    distill_replay = bool(train_config.replay and train_config.replay_distill)
+    if distill_replay or forget:
+        # the base's own next-token distribution on the replay and forget records, before any change
         from imprint.train.replay import DISTILL_TOP_K
-        from imprint.train.teacher import teacher_targets
+        from imprint.train.teacher import teacher_targets, towards_teacher
 
         bos = [base.tokenizer.bos_token_id] if base.tokenizer.bos_token_id is not None else []
-        replayed = {i: bos for i in range(n_corpus_records + n_reading_records, len(examples))}
+        first = n_corpus_records + n_reading_records if distill_replay else n_before_forget
         with Bar("base targets", unit="batches") as bar:
             examples = teacher_targets(
-                base.model, base.tokenizer, examples, replayed, DISTILL_TOP_K, ws.root / "runs" / name,
-                progress=lambda d, t: bar.update(d, t),
+                base.model, base.tokenizer, examples, dict.fromkeys(range(first, len(examples)), bos), DISTILL_TOP_K,
+                ws.root / "runs" / name, progress=lambda d, t: bar.update(d, t),
             )  # fmt: skip
+        # forget records never train towards their own text: their labels become the base's most likely tokens too
+        examples[n_before_forget:] = [towards_teacher(e) for e in examples[n_before_forget:]]
     heldin = HeldIn.sample(records[:n_corpus_records], train_config.verify_n, train_config.seed)
     if not train_config.verify:
         heldin = None
@@ -299,7 +306,7 @@ def train_module(
                 trainable, examples, base.tokenizer, sources, checkpoint.parent, lambda d, t: bar.update(d, t)
             )
     # the loss's weight on teacher targets: the method's own (prefix context distillation), else replay_distill's
-    distill = getattr(trainable, "distill", 0.0) or (train_config.replay_distill if train_config.replay else 0.0)
+    distill = getattr(trainable, "distill", 0.0) or (train_config.replay_distill if distill_replay or forget else 0.0)
     with Bar("train", unit="steps") as bar:
         result = train(
             trainable,
@@ -333,7 +340,8 @@ def train_module(
         "datasets": datasets,
         "n_records": n_corpus_records,
         "n_reading_records": n_reading_records,
-        "n_replay_records": len(records) - n_corpus_records - n_reading_records,
+        "n_replay_records": n_before_forget - n_corpus_records - n_reading_records,
+        "n_forget_records": len(forget),
         "data_ids_sha": _ids_digest([r.id for r in records]),
         "config": {"train": dataclasses.asdict(train_config), method: dataclasses.asdict(method_config)},
         "metrics": result.summary(),

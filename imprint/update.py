@@ -8,8 +8,11 @@ base model on the current corpus instead: the exact reference an update is compa
 
 Records of removed documents, and of old versions of changed ones, are never in a new version's training set:
 the set is synthesised from the current chunks only, and every record's source chunk ids are checked against
-them before training. Note that an update starting from the previous weights does not by itself erase what those
-weights hold about a removed document; `--from-scratch` is the exact path for a deletion.
+them before training. An update starts from weights that learned the removed text, so it also unlearns
+(`update.forget`): the previous version's records of removed documents, and its questions whose old answer a
+changed document no longer holds, form the dataset's forget set (`forget.jsonl`), trained towards the base
+model's own next-token predictions and never towards their text. That is approximate; `--from-scratch` is the
+exact path for a deletion (no weight ever saw the text).
 
 Each version records its parent version, corpus version, collection, datasets, method, the documents it trained
 on and its held-in figure; `imprint rollback name@N` makes an older version current (what a bare `name`
@@ -55,6 +58,14 @@ class UpdateConfig:
         default=True,
         metadata={
             "help": "add a record per changed sentence of a changed document: 'As of <date>, <new> (previously: <old>)'"
+        },
+    )
+    forget: bool = field(
+        default=True,
+        metadata={
+            "help": "unlearn what left the corpus: the previous version's records of removed documents, and its "
+            "questions about changed ones whose answer the new text no longer holds, are trained towards the base "
+            "model's own predictions (its top 32 next tokens), never towards their text"
         },
     )
 
@@ -171,6 +182,7 @@ def update_module(ws, spec: str, overrides: dict | None = None, from_scratch: bo
     new = [r for r in records if any(c in fresh for c in r.source_chunk_ids)]
     if config.state_changes and not from_scratch:
         new += change_records(ws, changes, module_documents(ws, manifest), chunks)
+    forget = forget_records(ws, manifest, changes, records) if config.forget and not from_scratch else []
     kept = [r for r in records if not any(c in fresh for c in r.source_chunk_ids)]
     if from_scratch:
         picked = kept
@@ -189,11 +201,13 @@ def update_module(ws, spec: str, overrides: dict | None = None, from_scratch: bo
         "n_fresh_chunks": len(fresh),
         "n_new_records": len(new),
         "n_unchanged_records": len(picked),
+        "n_forget_records": len(forget),
         "config": dataclasses.asdict(config),
     }
     settings = getattr(strategy, "config", None)  # kept with the dataset, so the next update synthesises alike
     settings = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else {}
-    dataset = _write_dataset(ws, f"{parent.name}-v{version}", (strategy_name, settings), data, parent.collection, info)
+    name = f"{parent.name}-v{version}"
+    dataset = _write_dataset(ws, name, (strategy_name, settings), data, parent.collection, info, forget)
     warmup = {} if from_scratch else {"warmup": config.warmup}
     overrides["train"] = {"replay": config.general, **warmup, **overrides.get("train", {})}
     if from_scratch:  # the same method settings as the version it replaces, unless told otherwise
@@ -248,10 +262,49 @@ def change_records(ws, changes: Changes, before: dict[str, int], chunks) -> list
     return out
 
 
-def _write_dataset(ws, name: str, strategy: tuple[str, dict], records, collection: str, info: dict) -> str:
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def forget_records(ws, manifest: dict, changes: Changes, current: list[SynthRecord]) -> list[SynthRecord]:
+    """What the previous version learned that the corpus no longer says, from its own datasets: every record made
+    only from removed documents' chunks, and each question about a changed document whose answer its new text
+    no longer contains and that no current record asks (a question the new text answers is re-taught instead).
+    Training them towards the base model's predictions brings those answers back to the base's level."""
+    from imprint.synth.records import read_records
+
+    before = module_documents(ws, manifest)
+    removed, changed = set(changes.removed), set(changes.changed)
+    if not removed and not changed:
+        return []
+    old = {c.id: c.doc_id for d in removed | changed for c in ws.version_chunks(d, before[d])}
+    new_text = {d: _words(ws.get_document(d).text) for d in changed}
+    asked = {_words(r.question) for r in current if r.kind == "qa"}
+    out, seen = [], set()
+    for dataset in manifest.get("datasets", []):
+        try:
+            entry = ws.get_dataset(dataset)
+        except ImprintError:
+            continue  # a deleted dataset: nothing of it to unlearn
+        for record in read_records(Path(entry.path)):
+            docs = {old.get(c) for c in record.source_chunk_ids}
+            if record.id in seen or not record.source_chunk_ids or None in docs:
+                continue  # made (partly) from text that is still current, or already taken
+            if docs <= removed:
+                pass
+            elif record.kind != "qa" or _words(record.question) in asked:
+                continue
+            elif any(f" {_words(record.answer)} " in f" {new_text.get(d, '')} " for d in docs):
+                continue  # the new text still holds this answer
+            seen.add(record.id)
+            out.append(record)
+    return out
+
+
+def _write_dataset(ws, name: str, strategy: tuple[str, dict], records, collection: str, info: dict, forget) -> str:
     from imprint import __version__
     from imprint.pipeline import now
-    from imprint.synth.records import write_records
+    from imprint.synth.records import write_forget, write_records
 
     directory = ws.data_dir(name)
     manifest = {
@@ -267,6 +320,7 @@ def _write_dataset(ws, name: str, strategy: tuple[str, dict], records, collectio
         "imprint_version": __version__,
     }
     write_records(directory, records, manifest)
+    write_forget(directory, forget)
     ws.register_dataset(name, str(directory), len(records), manifest["corpus_version"], manifest, collection)
     return name
 

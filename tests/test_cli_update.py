@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from imprint.answer import answer_questions
 from imprint.cli import main
 from imprint.pipeline import load_module
-from imprint.synth.records import read_records
+from imprint.synth.records import read_forget, read_records
 from imprint.workspace import Workspace
 
 NO_CHECK = ["--set", "train.verify=false"]  # these runs are too short to teach the tiny model anything
@@ -111,6 +111,13 @@ def test_update_lineage_rollback_diff_and_removed_documents(story, tmp_path, cap
     )
     assert change.text.endswith("(previously: Employees receive 27 days of paid annual leave per year.)")
     assert change.source_chunk_ids == (f"{policy.id}:v{policy.version}:0",)
+    # the forget set: only v1's records of the removed document and of policy.md's old version, kept apart
+    forget = read_forget(ws.data_dir(dataset))
+    assert forget and info["n_forget_records"] == v2.manifest["n_forget_records"] == len(forget)
+    assert all(c.startswith((f"{removed_id}:", f"{old_policy.id}:v{old_policy.version}:"))
+               for r in forget for c in r.source_chunk_ids)  # fmt: skip
+    assert any("Priya Raman" in (r.answer or r.text) for r in forget)
+    assert not any(r.kind == "qa" and "30 days" in r.answer for r in forget)  # the new text's answer is not unlearned
 
     # lineage: parent, corpus version, held-in column, current marker
     assert main(["modules"]) == 0 and "hb@2" in capsys.readouterr().out
@@ -250,3 +257,57 @@ def test_a_change_set_scores_each_version_and_no_new_version_uses_removed_text(s
         retired = mean([1 - answer_contained(answers[i], g) for i, g in (("c1", ["27 days"]), ("r1", ["Priya Raman"]))])
         assert systems[s["system"]]["adopted"] == adopted and systems[s["system"]]["retired"] == retired
         assert systems[s["system"]]["retained"] == answer_contained(answers["u1"], ["40"])
+
+
+def _answer_logprobs(model, tokenizer, records) -> list[torch.Tensor]:
+    """Per question-answer record, the model's next-token log-probabilities at the answer's positions."""
+    from imprint.train.data import IGNORE, encode_record
+
+    out = []
+    with torch.no_grad():
+        for record in records:
+            example = encode_record(record, tokenizer, 256)
+            logits = model(input_ids=torch.tensor([example.input_ids])).logits[0, :-1].float()
+            out.append(torch.log_softmax(logits[torch.tensor(example.labels[1:]) != IGNORE], -1))
+    return out
+
+
+def _kl(p: list[torch.Tensor], q: list[torch.Tensor]) -> float:
+    """Mean KL(p || q) per position."""
+    total = sum(float((a.exp() * (a - b)).sum()) for a, b in zip(p, q, strict=True))
+    return total / sum(a.shape[0] for a in p)
+
+
+def test_an_update_unlearns_what_the_corpus_no_longer_says(story, tmp_path):
+    """The removed document's answers: v1 learned them; the update with its forget set (v2) brings them back towards
+    the base model's level, further than the same update without it (v3, update.forget=false)."""
+    from imprint.models import load_base
+    from imprint.train.data import IGNORE, encode_record
+
+    ws_dir, folder = story
+    ws = Workspace.open(ws_dir)
+    removed_id = ws.get_document(str(folder / "people.md")).id
+    _change_corpus(folder)
+    general = tmp_path / "general.txt"
+    general.write_text("Water boils at 100 degrees Celsius at sea level.\n\nThe moon orbits the Earth.\n")
+    run = ["update", "hb@1", *STRONG, "--set", f"train.replay_corpus={general}", *NO_CHECK]
+    assert main(run) == 0 and main([*run, "--set", "update.forget=false"]) == 0
+    v2, v3 = ws.get_module("hb", 2).manifest, ws.get_module("hb", 3).manifest
+    assert v2["n_forget_records"] > 0 and v3["n_forget_records"] == 0 and v3["update"]["config"]["forget"] is False
+    gone = [r for r in read_forget(ws.data_dir(v2["datasets"][0])) if r.kind == "qa"]
+    assert gone and all(c.startswith(f"{removed_id}:") or "27" in r.answer for r in gone for c in r.source_chunk_ids)
+    base = load_base("tiny")
+    reference = _answer_logprobs(base.model, base.tokenizer, gone)
+    kl, nll = {}, {}
+    for version in (1, 2, 3):
+        model, tokenizer, _ = load_module(ws, f"hb@{version}")
+        logprobs = _answer_logprobs(model, tokenizer, gone)
+        kl[version] = _kl(reference, logprobs)
+        labels = [encode_record(r, tokenizer, 256).labels[1:] for r in gone]
+        picked = [
+            lp[torch.arange(lp.shape[0]), torch.tensor([t for t in ls if t != IGNORE])]
+            for lp, ls in zip(logprobs, labels, strict=True)
+        ]
+        nll[version] = -float(torch.cat(picked).mean())
+    assert kl[2] < 0.75 * kl[3], kl  # the forget set pulled those answers towards the base (measured 0.23 vs 0.36)
+    assert nll[2] > nll[3], nll  # and away from the removed text

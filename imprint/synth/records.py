@@ -58,6 +58,23 @@ def write_records(directory: Path, records: list[SynthRecord], manifest: dict) -
     return path
 
 
+def write_forget(directory: Path, records: list[SynthRecord]) -> None:
+    """A dataset's forget set (`forget.jsonl`): records trained towards the base model's own predictions, never
+    towards their text (`imprint update` unlearning what left the corpus)."""
+    path = directory / "forget.jsonl"
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_forget(directory: Path) -> list[SynthRecord]:
+    path = directory / "forget.jsonl"
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as handle:
+        return [SynthRecord.from_json(line) for line in handle if line.strip()]
+
+
 def read_records(directory: Path) -> list[SynthRecord]:
     path = directory / "records.jsonl"
     with path.open(encoding="utf-8") as handle:

@@ -103,3 +103,16 @@ def teacher_targets(
         full_ids[wanted.long()], full_probs[wanted.long()] = ids, probs
         out[i] = dataclasses.replace(examples[i], teacher_ids=full_ids, teacher_probs=full_probs)
     return out
+
+
+def towards_teacher(example: Example) -> Example:
+    """`example` with each labelled position's label replaced by its teacher's most likely token (positions the
+    teacher did not predict are dropped), so that with any distillation weight the example trains towards the
+    teacher alone, never towards its own text."""
+    if example.teacher_ids is None:
+        raise ValueError(f"example {example.record_id} has no teacher targets")
+    best = example.teacher_ids.gather(1, example.teacher_probs.float().argmax(1, keepdim=True)).squeeze(1).tolist()
+    known = example.teacher_probs.float().sum(1) > 0  # a labelled position the teacher did not predict is dropped
+    labels = [IGNORE if label == IGNORE else (b if known[j] else IGNORE)
+              for j, (label, b) in enumerate(zip(example.labels, best, strict=True))]  # fmt: skip
+    return dataclasses.replace(example, labels=labels)
