@@ -206,8 +206,9 @@ def update_module(ws, spec: str, overrides: dict | None = None, from_scratch: bo
     }
     settings = getattr(strategy, "config", None)  # kept with the dataset, so the next update synthesises alike
     settings = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else {}
-    name = f"{parent.name}-v{version}"
-    dataset = _write_dataset(ws, name, (strategy_name, settings), data, parent.collection, info, forget)
+    dataset = _write_dataset(
+        ws, f"{parent.name}-v{version}", (strategy_name, settings), data, parent.collection, info, forget
+    )
     warmup = {} if from_scratch else {"warmup": config.warmup}
     overrides["train"] = {"replay": config.general, **warmup, **overrides.get("train", {})}
     if from_scratch:  # the same method settings as the version it replaces, unless told otherwise
@@ -290,14 +291,14 @@ def forget_records(ws, manifest: dict, changes: Changes, current: list[SynthReco
             docs = {old.get(c) for c in record.source_chunk_ids}
             if record.id in seen or not record.source_chunk_ids or None in docs:
                 continue  # made (partly) from text that is still current, or already taken
-            if docs <= removed:
-                pass
-            elif record.kind != "qa" or _words(record.question) in asked:
-                continue
-            elif any(f" {_words(record.answer)} " in f" {new_text.get(d, '')} " for d in docs):
-                continue  # the new text still holds this answer
-            seen.add(record.id)
-            out.append(record)
+            superseded = (  # a question about a changed document whose new text neither asks nor answers it
+                record.kind == "qa"
+                and _words(record.question) not in asked
+                and not any(f" {_words(record.answer)} " in f" {new_text.get(d, '')} " for d in docs)
+            )
+            if docs <= removed or superseded:
+                seen.add(record.id)
+                out.append(record)
     return out
 
 

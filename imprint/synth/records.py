@@ -48,12 +48,21 @@ class SynthRecord:
         return SynthRecord(**raw)
 
 
-def write_records(directory: Path, records: list[SynthRecord], manifest: dict) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "records.jsonl"
+def _write_jsonl(path: Path, records: list[SynthRecord]) -> Path:
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
     tmp.replace(path)
+    return path
+
+
+def _read_jsonl(path: Path) -> list[SynthRecord]:
+    with path.open(encoding="utf-8") as handle:
+        return [SynthRecord.from_json(line) for line in handle if line.strip()]
+
+
+def write_records(directory: Path, records: list[SynthRecord], manifest: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = _write_jsonl(directory / "records.jsonl", records)
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return path
 
@@ -61,21 +70,13 @@ def write_records(directory: Path, records: list[SynthRecord], manifest: dict) -
 def write_forget(directory: Path, records: list[SynthRecord]) -> None:
     """A dataset's forget set (`forget.jsonl`): records trained towards the base model's own predictions, never
     towards their text (`imprint update` unlearning what left the corpus)."""
-    path = directory / "forget.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
-    tmp.replace(path)
+    _write_jsonl(directory / "forget.jsonl", records)
 
 
 def read_forget(directory: Path) -> list[SynthRecord]:
     path = directory / "forget.jsonl"
-    if not path.exists():
-        return []
-    with path.open(encoding="utf-8") as handle:
-        return [SynthRecord.from_json(line) for line in handle if line.strip()]
+    return _read_jsonl(path) if path.exists() else []
 
 
 def read_records(directory: Path) -> list[SynthRecord]:
-    path = directory / "records.jsonl"
-    with path.open(encoding="utf-8") as handle:
-        return [SynthRecord.from_json(line) for line in handle if line.strip()]
+    return _read_jsonl(directory / "records.jsonl")
