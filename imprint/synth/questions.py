@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass
 
 from imprint.synth import verbs
-from imprint.synth.coref import path_to
+from imprint.synth.coref import glued, path_to
 
 _PERSON_PRONOUNS = {"he", "she", "him", "his", "her", "they", "them", "their", "it", "its", "this", "these", "those"}
 _CORE = {"dobj", "attr", "oprd", "dative", "acomp", "prt", "agent", "neg"}
@@ -290,7 +290,7 @@ def _subject_text(clause: Clause) -> str:
         )
 
     tokens = [t for t in clause.subj.tokens if not any(aside(a) for a in path_to(t, head))]
-    return _lower_first([t for t in tokens if t.dep_ != "punct" or t.i > head.i and t.text not in ",;"])
+    return _lower_first([t for t in tokens if t.dep_ != "punct" or glued(t) or t.i > head.i and t.text not in ",;"])
 
 
 def _ask(clause: Clause, wh: str, skip: Arg, core_only=False, strand=None, front: Arg | None = None) -> str | None:
@@ -483,7 +483,7 @@ def _appositives(sent) -> list[tuple[str, str, str]]:
     for tok in sent:
         comma = tok.left_edge.i > 0 and sent.doc[tok.left_edge.i - 1].text in (",", "(")
         if tok.dep_ == "appos" and tok.head.pos_ == "PROPN" and tok.pos_ == "NOUN" and comma:
-            name_tokens = [t for t in tok.head.subtree if t.i < tok.left_edge.i and t.dep_ != "punct"]
+            name_tokens = [t for t in tok.head.subtree if t.i < tok.left_edge.i and (t.dep_ != "punct" or glued(t))]
             name = _lower_first(name_tokens) if name_tokens else ""
             desc = _text(_trim(tok))  # "an infamous prison now occupied by ..." -> "an infamous prison"
             if name and desc and 2 < len(desc.split()) <= 10:  # "a form" alone describes nothing

@@ -213,3 +213,68 @@ def test_nested_entities_are_asked_in_place(nlp):
     assert any(f == "echo" and a == "Bruce Springsteen" for f, _, a in qa)
     qa, _ = ask(nlp, "Parental leave lasts 22 weeks at full pay in the London office.")
     assert not any(f == "echo" for f, _, _ in qa)  # "22 weeks" is asked already; "London" only modifies "office"
+
+
+def test_pronouns_go_to_no_one_rather_than_the_wrong_person(nlp):
+    """A pronoun given to the wrong antecedent trains a false fact: gender, a new name the tagger did not type,
+    quantified and coordinated phrases, and a clause's own subject all stop a resolution."""
+    from imprint.synth.coref import resolve_references
+
+    out = resolve_references(
+        nlp,
+        [
+            "Yusuf Kettering-Mbeki has been chief information security officer since October 2022.",
+            "He is responsible for incident response.",
+            "Dame Philippa Orrinshaw has chaired the board since 2017.",  # untyped by the small tagger
+            "She is a former director of a marine institute.",
+            "Priyanka Delacourt-Ames became chief technology officer in 2020, when Bastian Vorhees stepped down.",
+            "She joined from a satellite-imaging firm.",
+            "No manager at Tallowby has more than nine direct reports.",
+            "When a team grows beyond nine people, it is split.",
+            "Every employee meets their manager every two weeks.",
+            "If a laptop, phone or security key is lost, the employee must report it at once.",
+        ],
+    )
+    assert out[1] == "Yusuf Kettering-Mbeki is responsible for incident response."  # the hyphen kept
+    assert out[3] == "Dame Philippa Orrinshaw is a former director of a marine institute."
+    assert out[5] == "Priyanka Delacourt-Ames joined from a satellite-imaging firm."
+    assert out[7] == "When a team grows beyond nine people, a team is split."  # not "no manager at Tallowby"
+    assert out[8] == "Every employee meets their manager every two weeks."  # a bound "their" left alone
+    assert "report it" in out[9] and "employee must report the employee" not in out[9]
+
+
+def test_a_pronoun_far_from_its_person_or_against_its_gender_is_left_alone(nlp):
+    from imprint.synth.coref import resolve_references
+
+    out = resolve_references(
+        nlp,
+        [
+            "Bastian Vorhees founded the lab in 2009.",
+            "He ran the lab for ten years.",
+            "She approved the budget.",  # "she" for a person so far called "he"
+            "The lab moved to Galway in 2012.",
+            "The lab opened a second site in 2015.",
+            "The lab hired forty engineers in 2019.",
+            "He retired in 2020.",  # named four sentences back: too far to be sure
+        ],
+    )
+    assert out[1] == "Bastian Vorhees ran the lab for ten years."
+    assert out[2] == "She approved the budget."
+    assert out[6] == "He retired in 2020."
+
+
+def test_a_name_keeps_its_hyphen_and_a_possessive_inside_its_modifier_means_it(nlp):
+    from imprint.synth.coref import resolve_references
+
+    out = resolve_references(
+        nlp,
+        [
+            "Springfield, renowned for its supportive sports community, was chosen as the host city.",
+            "Hamish Oyelaran-Birch has served as chief financial officer since March 2019.",
+            "He approves large expenses.",
+        ],
+    )
+    assert out[0] == "Springfield, renowned for Springfield's supportive sports community, was chosen as the host city."
+    assert out[2] == "Hamish Oyelaran-Birch approves large expenses."
+    qa, _ = ask(nlp, "Hamish Oyelaran-Birch approves large expenses.")
+    assert any("Oyelaran-Birch" in q or "Oyelaran-Birch" in a for _, q, a in qa)
