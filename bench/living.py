@@ -171,6 +171,8 @@ def run(args) -> dict:
         from imprint.update import update_module
 
         overrides = {"train": train if from_scratch else update_train}
+        if args.unchanged is not None and not from_scratch:
+            overrides["update"] = {"unchanged": args.unchanged}
         m = update_module(ws, v1["module"], overrides, from_scratch=from_scratch)
         return {"module": f"{NAME}@{m['version']}", "update": m["update"], "metrics": m["metrics"]}
 
@@ -212,6 +214,13 @@ def print_results(results: dict) -> None:
     times = {k: results[k]["wall_s"] for k in ("learn", "update", "scratch", "eval")}
     print("wall s: " + ", ".join(f"{k} {v}" for k, v in times.items()))
     print(f"ratio update / from-scratch wall time: {times['update'] / times['scratch']:.2f}")
+    info = results["update"]["value"]["update"]
+    if "share_of_retrain" in info:
+        print(
+            f"update trained {info['n_new_records']} new + {info['n_unchanged_records']} unchanged + "
+            f"{info['n_forget_records']} forget records: {info['share_of_retrain']:.2f} of the retrain's "
+            f"{info['n_retrain_records']} (update.unchanged={info['config']['unchanged']})"
+        )
 
 
 def main() -> int:
@@ -221,6 +230,9 @@ def main() -> int:
     parser.add_argument("--strategy", default=registry.DEFAULT_STRATEGY, help="v1's synthesis (updates reuse it)")
     parser.add_argument("--epochs", type=float, default=1.0, help="v1 and from-scratch training epochs")
     parser.add_argument("--update-epochs", type=float, default=1.0, help="epochs of the update")
+    parser.add_argument(
+        "--unchanged", type=float, default=None, help="update.unchanged: unchanged records replayed per new one"
+    )
     parser.add_argument("--systems", default="base,module", help="eval systems (modes), comma-separated")
     parser.add_argument("--retention-samples", type=int, default=8, help="base samples for self-retention")
     parser.add_argument("--seed", type=int, default=0)

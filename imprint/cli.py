@@ -407,11 +407,27 @@ def cmd_update(args) -> None:
         f"{info['mode']} from {manifest['name']}@{info['previous']}: {len(info['added'])} added, "
         f"{len(info['changed'])} changed, {len(info['removed'])} removed documents; {info['n_new_records']} new "
         f"records + {info['n_unchanged_records']} of unchanged documents + {manifest['n_replay_records']} general"
+        + (f" + {info['n_forget_records']} to unlearn" if info.get("n_forget_records") else "")
     )
+    share = info.get("share_of_retrain")
+    if info["mode"] == "update" and share is not None:
+        console.print(
+            f"corpus records trained: {share:.2f} of a from-scratch retrain's {info['n_retrain_records']}"
+            + (
+                " (this change touches most of the corpus: --from-scratch costs about the same and is exact)"
+                if share >= 0.8
+                else ""
+            )
+        )
     if info["removed"] and info["mode"] == "update":
         console.print(
-            "[dim]removed documents are not in the training data, but the previous weights may still hold their "
-            "facts: --from-scratch retrains without them[/dim]"
+            "[dim]removed documents are not in the training data; "
+            + (
+                "their facts were trained towards the base model's own predictions, which is approximate: "
+                if info.get("n_forget_records")
+                else "the previous weights may still hold their facts: "
+            )
+            + "--from-scratch retrains without them[/dim]"
         )
     _print_module(manifest)
 

@@ -202,6 +202,8 @@ def update_module(ws, spec: str, overrides: dict | None = None, from_scratch: bo
         "n_new_records": len(new),
         "n_unchanged_records": len(picked),
         "n_forget_records": len(forget),
+        "n_retrain_records": len(records),  # what --from-scratch trains on: the update's cost read against it
+        "share_of_retrain": round((len(data) + len(forget)) / max(len(records), 1), 2),
         "config": dataclasses.asdict(config),
     }
     settings = getattr(strategy, "config", None)  # kept with the dataset, so the next update synthesises alike

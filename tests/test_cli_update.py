@@ -103,6 +103,9 @@ def test_update_lineage_rollback_diff_and_removed_documents(story, tmp_path, cap
     assert removed_id not in v2.manifest["documents"] and v2.manifest["documents"][policy.id] == policy.version
     assert info["n_new_records"] > 0 and info["n_unchanged_records"] > 0  # offices.md is replayed
     assert info["n_fresh_chunks"] == 2  # policy.md's changed chunk and support.md's: offices.md's is not new
+    trained = info["n_new_records"] + info["n_unchanged_records"] + info["n_forget_records"]
+    assert info["share_of_retrain"] == round(trained / info["n_retrain_records"], 2)
+    assert f"corpus records trained: {info['share_of_retrain']:.2f} of a from-scratch retrain's" in out
     assert v2.manifest["n_replay_records"] > 0 and v2.manifest["config"]["train"]["replay"] == 0.1  # update.general
     assert v1.manifest["documents"][removed_id] == 1  # v1 did learn it: the check above is not vacuous
     (change,) = [r for r in records if r.strategy == "change"]  # the changed fact, stated as a change
@@ -174,6 +177,8 @@ def test_an_update_starts_from_the_parent_weights_and_from_scratch_from_the_base
     assert scratch.manifest["config"]["train"]["warmup"] == 0.05
     assert scratch.manifest["config"]["lora"]["r"] == 4  # the settings of the version it replaces
     records = read_records(ws.data_dir(scratch.manifest["datasets"][0]))
+    # an update's cost is read against the records --from-scratch trains on: every current record
+    assert ws.get_module("hb", 2).manifest["update"]["n_retrain_records"] == len(records)
     assert {c for r in records for c in r.source_chunk_ids} == {c.id for c in ws.chunks()}  # the whole corpus
 
 
