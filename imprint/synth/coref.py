@@ -302,7 +302,43 @@ def resolve_doc(doc, state: _State) -> str:
     return "".join(pieces).strip()
 
 
-def resolve_references(nlp, sentences: list[str]) -> list[str]:
-    """A document's sentences (in order) with pronouns and definite references replaced by their antecedents."""
+def resolve_references(nlp, sentences: list[str], persons: set[str] | None = None) -> list[str]:
+    """A document's sentences (in order) with pronouns and definite references replaced by their antecedents.
+    `persons`, when given, gathers the document's personal names: those tagged PERSON somewhere, and those a
+    "he" or "she" was resolved to (see `tag_persons`)."""
     state = _State()
-    return [resolve_doc(doc, state) for doc in nlp.pipe(sentences)]
+    out = []
+    for doc in nlp.pipe(sentences):
+        out.append(resolve_doc(doc, state))
+        if persons is not None:
+            persons.update(e.text for e in doc.ents if e.label_ == "PERSON" and _full_name(e.text))
+    if persons is not None:
+        persons.update(name for name in state.gender if _full_name(name))
+    return out
+
+
+def _full_name(text: str) -> bool:
+    words = text.replace("-", " ").split()
+    return 2 <= len(words) <= 5 and all(w[:1].isupper() and w.replace("'", "").isalpha() for w in words)
+
+
+def tag_persons(doc, persons: set[str]):
+    """One sense per document: a full name tagged PERSON in one sentence, or called "he" or "she", is a PERSON in
+    every sentence of the document (the small tagger calls "Ines Vathanakul" PERSON in one sentence and ORG in the
+    next), so its questions ask "who" rather than "what". Returns the doc."""
+    spans = []
+    for name in persons:
+        start = doc.text.find(name)
+        while start >= 0:
+            span = doc.char_span(start, start + len(name))
+            if span is not None and not (span.end < len(doc) and doc[span.end].pos_ == "PROPN"):
+                spans.append(span)
+            start = doc.text.find(name, start + 1)
+    if not spans:
+        return doc
+    spans = [s for s in spans if not any(o is not s and o.start <= s.start and s.end <= o.end for o in spans)]
+    taken = {i for s in spans for i in range(s.start, s.end)}
+    kept = [e for e in doc.ents if not any(i in taken for i in range(e.start, e.end))]
+    doc.ents = sorted(kept + [doc.char_span(s.start_char, s.end_char, label="PERSON") for s in spans],
+                      key=lambda e: e.start)  # fmt: skip
+    return doc

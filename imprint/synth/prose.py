@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from imprint.errors import ImprintWarning
-from imprint.synth.coref import resolve_references
+from imprint.synth.coref import resolve_references, tag_persons
 from imprint.synth.parsing import ParserUnavailable, load
 from imprint.synth.questions import sentence_questions
 from imprint.synth.records import SynthRecord
@@ -95,11 +95,13 @@ class ProseStrategy:
                 for s in sentences_of(c.text):
                     owners.append(c.id)
                     sentences.append(s)
-            resolved = resolve_references(nlp, sentences)
+            persons: set[str] = set()
+            resolved = resolve_references(nlp, sentences, persons)
             per_chunk: dict[str, list[str]] = defaultdict(list)
             changed: set[str] = set()  # chunks with a reference spelled out: worth a `resolved` copy
             statements: dict[str, list[str]] = defaultdict(list)
-            for chunk_id, original, parsed in zip(owners, sentences, nlp.pipe(resolved), strict=True):
+            parsed_docs = (tag_persons(d, persons) for d in nlp.pipe(resolved))
+            for chunk_id, original, parsed in zip(owners, sentences, parsed_docs, strict=True):
                 per_chunk[chunk_id].append(parsed.text)
                 if parsed.text != original:
                     changed.add(chunk_id)

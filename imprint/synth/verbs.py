@@ -50,14 +50,31 @@ def third_person(verb) -> str:
     return lemma[:-1] + "ies" if re.search(r"[^aeiou]y$", lemma) else lemma + "s"
 
 
+_PREFIXES = ("over", "under", "with", "out", "up", "mis", "fore", "re", "be")
+_REGULAR = {"relay", "underlay"}  # a prefix + irregular look-alike that inflects regularly
+
+
+def _irregular(lemma: str) -> tuple[str, str] | None:
+    """An irregular verb's forms, also behind a prefix: oversee -> oversaw / overseen, withhold -> withheld."""
+    if lemma in IRREGULAR:
+        return IRREGULAR[lemma]
+    if lemma in _REGULAR:
+        return None
+    for prefix in _PREFIXES:
+        base = lemma[len(prefix) :]
+        if lemma.startswith(prefix) and len(base) > 1 and base in IRREGULAR:
+            return prefix + IRREGULAR[base][0], prefix + IRREGULAR[base][1]
+    return None
+
+
 def participle(verb) -> str | None:
     if verb.tag_ in ("VBN", "VBD") and verb.lower_.endswith("ed"):
         return verb.lower_
     if verb.tag_ == "VBN":
         return verb.text
     lemma = verb.lemma_.lower()
-    if lemma in IRREGULAR:
-        return IRREGULAR[lemma][1]
+    if forms := _irregular(lemma):
+        return forms[1]
     if verb.tag_ == "VBD" and verb.lower_.endswith("ed"):
         return verb.lower_
     if verb.tag_ in ("VBZ", "VBP") and re.fullmatch(r"[a-z]+", lemma):
@@ -72,6 +89,6 @@ def participle(verb) -> str | None:
 
 def past(verb) -> str | None:
     lemma = verb.lemma_.lower()
-    if lemma in IRREGULAR:
-        return IRREGULAR[lemma][0]
+    if forms := _irregular(lemma):
+        return forms[0]
     return verb.text if verb.text.endswith("ed") else None

@@ -278,3 +278,18 @@ def test_a_name_keeps_its_hyphen_and_a_possessive_inside_its_modifier_means_it(n
     assert out[2] == "Hamish Oyelaran-Birch approves large expenses."
     qa, _ = ask(nlp, "Hamish Oyelaran-Birch approves large expenses.")
     assert any("Oyelaran-Birch" in q or "Oyelaran-Birch" in a for _, q, a in qa)
+
+
+def test_names_called_person_once_are_asked_with_who_and_prefixed_verbs_inflect(nlp):
+    """The small tagger calls "Ines Vathanakul" PERSON in the first sentence and not in the resolved second one:
+    one sense per document makes both "who" questions."""
+    text = (
+        "Ines Vathanakul has been chief operating officer since July 2021. She oversees manufacturing, logistics, "
+        "field deployments and the four office sites."
+    )
+    qa = {(r.question, r.answer) for r in synth({"people": ("People", text)}) if r.kind == "qa"}
+    sites = "manufacturing, logistics, field deployments and the four office sites"
+    assert (f"Who oversees {sites}?", "Ines Vathanakul") in qa
+    assert not any(q.startswith("What oversees") for q, _ in qa)
+    assert (f"By whom is {sites} overseen?", "Ines Vathanakul") in qa  # oversee -> overseen, not "overseed"
+    assert not any("overseed" in q for q, _ in qa)
