@@ -9,6 +9,8 @@ Sets:
 - `fictional_dev`: the first `--docs` articles of `../shared/data/knowledge/fictional_dev` (read by path, never
   copied into the project) with the edits in `FICTIONAL_EDITS` (three articles changed, one held back from v1 and
   added in v2, one removed); the edited copies and the change set are written under `--out`, never into the repo.
+  `--change one` edits one fact of one article instead (nothing added or removed; cached under
+  `--out/fictional_dev-one/`): the common case of a living corpus, where most of it is unchanged.
 
 Each stage is cached under `--out/<set>/` (workspace + results.json), so an interrupted run continues and a rerun
 prints the tables; `--until v1` stops after the first module.
@@ -58,9 +60,11 @@ def sample_editions(out: Path) -> tuple[Path, dict, Path]:
     )
 
 
-def fictional_editions(out: Path, docs: int) -> tuple[Path, dict, Path]:
-    """v1 = the first `docs` articles but the last; the second edition edits three (`FICTIONAL_EDITS`, applied to
-    the probes' prompts and answers too), adds the last and removes the first. Written under `out` only."""
+def fictional_editions(out: Path, docs: int, change: str = "edition") -> tuple[Path, dict, Path]:
+    """`change="edition"`: v1 = the first `docs` articles but the last; the second edition edits three
+    (`FICTIONAL_EDITS`, applied to the probes' prompts and answers too), adds the last and removes the first.
+    `change="one"`: v1 = the first `docs` articles, and the second edition edits one fact of one article (the
+    common case of a living corpus: most of it unchanged). Written under `out` only."""
     import dataclasses
 
     from imprint.evaluate.evalset import load_eval_set, write_eval_set
@@ -72,23 +76,30 @@ def fictional_editions(out: Path, docs: int) -> tuple[Path, dict, Path]:
     for folder in (v1, edition):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-    for name in names[:-1]:
+    one = change == "one"
+    added, removed = ([], []) if one else ([names[-1]], [names[0]])
+    for name in names if one else names[:-1]:
         shutil.copyfile(FICTIONAL / "corpus" / name, v1 / name)
-    shutil.copyfile(FICTIONAL / "corpus" / names[-1], edition / names[-1])
+    for name in added:
+        shutil.copyfile(FICTIONAL / "corpus" / name, edition / name)
     edits = {doc: (old, new) for doc, old, new in FICTIONAL_EDITS if doc in names[1:-1]}
+    if one:  # the storm's date: one fact of one article
+        edits = {doc: edit for doc, edit in edits.items() if doc == "doc003.txt"}
+        if not edits:
+            raise SystemExit("imprint: error: --change one edits doc003.txt: use --docs 5 or more")
     for doc, (old, new) in edits.items():
         text = (FICTIONAL / "corpus" / doc).read_text()
         assert old in text, (doc, old)
         (edition / doc).write_text(text.replace(old, new))
-    changes = {"changed": sorted(edits), "added": [names[-1]], "removed": [names[0]]}
+    changes = {"changed": sorted(edits), "added": added, "removed": removed}
     items = []
     for item in load_eval_set(FICTIONAL / "questions.jsonl"):
         doc = item.doc_ids[0] if item.doc_ids else ""
         if doc not in names or not item.answerable:
             continue
-        if doc == names[0]:
+        if doc in removed:
             item = dataclasses.replace(item, answers=(), answerable=False, change="removed", old_answers=item.answers)
-        elif doc == names[-1]:
+        elif doc in added:
             item = dataclasses.replace(item, change="added")
         elif doc in edits:
             old, new = edits[doc]
@@ -126,7 +137,7 @@ def timed(results: dict, key: str, save, work):
 
 
 def run(args) -> dict:
-    out = Path(args.out) / args.set
+    out = Path(args.out) / (args.set + ("-one" if args.set == "fictional_dev" and args.change == "one" else ""))
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -138,7 +149,7 @@ def run(args) -> dict:
         source, changes, eval_path = sample_editions(out)
         edition = SAMPLE / "edition2"
     else:
-        source, changes, eval_path = fictional_editions(out, args.docs)
+        source, changes, eval_path = fictional_editions(out, args.docs, args.change)
         edition = out / "edition2"
     corpus, ws = out / "corpus", Workspace.open(out / "ws")
     train = {"epochs": args.epochs, "verify": False, "seed": args.seed}
@@ -227,6 +238,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", choices=("sample", "fictional_dev"), default="sample")
     parser.add_argument("--docs", type=int, default=8, help="fictional_dev: articles used (v1 gets all but the last)")
+    parser.add_argument(
+        "--change",
+        choices=("edition", "one"),
+        default="edition",
+        help="fictional_dev: 'edition' edits three articles, adds one and removes one; 'one' edits one fact of one",
+    )
     parser.add_argument("--strategy", default=registry.DEFAULT_STRATEGY, help="v1's synthesis (updates reuse it)")
     parser.add_argument("--epochs", type=float, default=1.0, help="v1 and from-scratch training epochs")
     parser.add_argument("--update-epochs", type=float, default=1.0, help="epochs of the update")
