@@ -141,6 +141,36 @@ def print_table(results: dict, args) -> None:
                   f"{name} / lora: {(1 - mine['top1']) / max(1e-9, 1 - lora['top1']):.3f}x")  # fmt: skip
 
 
+def write_plot(path: Path, runs: list[dict]) -> Path:
+    """Learned (held-in F1 on the run's own training questions) against forgot (next-token disagreement with the
+    base on its own samples), one point per trained and evaluated system of every run given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"lora": "#059669", "memory-sparse": "#2563eb", "memory-dense": "#d97706"}
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
+    for run in runs:
+        for name, trained in run["trained"].items():
+            scores = run.get("systems", {}).get(f"{name}@1")
+            if not scores:
+                continue
+            x, y = 100 * (1 - scores["top1"]), 100 * trained["heldin"]["module"]["f1"]
+            ax.scatter([x], [y], s=70, color=colours.get(name, "#111827"), zorder=3)
+            label = f"{name}, {run['settings']['epochs']:g} ep"
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(7, 5), fontsize=9)
+    ax.set_xlabel("forgot: next-token disagreement with the base on its own samples (%)")
+    ax.set_ylabel("learned: held-in F1 on training questions (%)")
+    ax.set_xlim(-2, 102)
+    ax.set_ylim(-3, 103)
+    ax.grid(True, alpha=0.3)
+    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "memory-forgetting"}):
+        fig.savefig(path, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(fig)
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=2, help="first N documents of the sample corpus")
@@ -159,6 +189,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--out", default=str(cache_root() / "bench" / "memory"), help="stage cache")
+    parser.add_argument(
+        "--plot", default="", help="write a learned-vs-forgot SVG here, with this run's systems and --plot-with's"
+    )
+    parser.add_argument("--plot-with", default="", help="comma-separated --out folders of other runs to plot too")
     args = parser.parse_args()
     args.systems = [s for s in args.systems.split(",") if s]
     args.lr = {k: float(v) for k, v in (p.split("=") for p in args.lr.split(",") if p)}
@@ -189,6 +223,9 @@ def main() -> int:
     if "systems" not in results:
         evaluate_all(ws, args, out, results, save)
     print_table(results, args)
+    if args.plot:
+        others = [json.loads((Path(d) / "results.json").read_text()) for d in args.plot_with.split(",") if d]
+        print(f"plot: {write_plot(Path(args.plot), [results, *others])}")
     print(f"\nwall clock this invocation: {time.perf_counter() - t0:.0f} s")
     return 0
 
