@@ -57,6 +57,8 @@ def train_all(ws, data: str, args, done: dict, save) -> None:
             train["lr"] = args.lr[system]
         log(f"train {system} ({method} {settings}, train {train})")
         try:
+            if method == "memory" and args.top_t:
+                settings = {**settings, "top_t": args.top_t}
             manifest = pipeline.train_module(ws, [data], system, method, args.model, {"train": train, method: settings})
             registered = True
         except TrainingError as exc:  # failed the held-in check: recorded, not evaluated
@@ -182,6 +184,7 @@ def main() -> int:
         default=0.0,
         help="train.replay for every system (default 0: each method's forgetting on its own; imprint's default 0.3)",
     )
+    parser.add_argument("--top-t", type=int, default=0, help="memory.top_t for the memory systems (0: its default)")
     parser.add_argument("--lr", default="", help="per-system learning rates, e.g. memory-sparse=0.1,lora=1e-3")
     parser.add_argument("--retain", type=int, default=40, help="items sampled from each retention set")
     parser.add_argument("--samples", type=int, default=8, help="base-model samples for self-retention")
@@ -204,7 +207,9 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    settings = {k: getattr(args, k) for k in ("docs", "epochs", "lr", "retain", "samples", "verify_n", "seed", "model")}
+    keys = ("docs", "epochs", "lr", "retain", "samples", "verify_n", "seed", "model")
+    keys += ("top_t",) if args.top_t else ()  # earlier runs' caches stay valid
+    settings = {k: getattr(args, k) for k in keys}
     results = json.loads(results_path.read_text()) if results_path.exists() else {"settings": settings, "trained": {}}
     if results["settings"] != settings:
         sys.exit(f"imprint: error: {out} holds a run with other settings ({results['settings']}): use another --out")
