@@ -160,7 +160,8 @@ def write_plot(path: Path, runs: list[dict]) -> Path:
                 continue
             x, y = 100 * (1 - scores["top1"]), 100 * trained["heldin"]["module"]["f1"]
             ax.scatter([x], [y], s=70, color=colours.get(name, "#111827"), zorder=3)
-            label = f"{name}, {run['settings']['epochs']:g} ep"
+            top_t = run["settings"].get("top_t") if name.startswith("memory") else None
+            label = f"{name}{f' top_t {top_t}' if top_t else ''}, {run['settings']['epochs']:g} ep"
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(7, 5), fontsize=9)
     ax.set_xlabel("forgot: next-token disagreement with the base on its own samples (%)")
     ax.set_ylabel("learned: held-in F1 on training questions (%)")
