@@ -257,6 +257,8 @@ def main() -> int:
     parser.add_argument("--until", choices=("v1", "all"), default="all")
     parser.add_argument("--out", default=str(cache_root() / "bench" / "living"), help="stage cache")
     args = parser.parse_args()
+    if args.change == "one" and args.set != "fictional_dev":
+        parser.error("--change one is a fictional_dev change set (the sample ships its own second edition)")
     print("command: python bench/living.py " + " ".join(sys.argv[1:]), flush=True)
     results = run(args)
     if "eval" in results:

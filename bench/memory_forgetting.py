@@ -55,10 +55,10 @@ def train_all(ws, data: str, args, done: dict, save) -> None:
                  "replay": args.replay}  # fmt: skip
         if system in args.lr:
             train["lr"] = args.lr[system]
+        if method == "memory" and args.top_t:
+            settings = {**settings, "top_t": args.top_t}
         log(f"train {system} ({method} {settings}, train {train})")
         try:
-            if method == "memory" and args.top_t:
-                settings = {**settings, "top_t": args.top_t}
             manifest = pipeline.train_module(ws, [data], system, method, args.model, {"train": train, method: settings})
             registered = True
         except TrainingError as exc:  # failed the held-in check: recorded, not evaluated

@@ -208,9 +208,8 @@ def update_module(ws, spec: str, overrides: dict | None = None, from_scratch: bo
     }
     settings = getattr(strategy, "config", None)  # kept with the dataset, so the next update synthesises alike
     settings = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else {}
-    dataset = _write_dataset(
-        ws, f"{parent.name}-v{version}", (strategy_name, settings), data, parent.collection, info, forget
-    )
+    name = f"{parent.name}-v{version}"
+    dataset = _write_dataset(ws, name, (strategy_name, settings), data, parent.collection, info, forget)
     warmup = {} if from_scratch else {"warmup": config.warmup}
     overrides["train"] = {"replay": config.general, **warmup, **overrides.get("train", {})}
     if from_scratch:  # the same method settings as the version it replaces, unless told otherwise

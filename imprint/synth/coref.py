@@ -31,6 +31,7 @@ _POSSESSIVE = {"his", "her", "its", "their"}
 _SUBJECT = ("nsubj", "nsubjpass")
 _MALE = {"he", "him", "his", "himself"}
 _QUANTIFIERS = {"no", "every", "each", "any", "all", "some", "another", "either", "neither"}
+_BINDING = {"every", "each", "no", "any"}  # a subject with one of these binds a pronoun under it ("their", "its")
 _MAX_GAP = 2  # sentences between an antecedent's last mention and a pronoun that falls back on it
 _GLUE = {"-", "–", "/", "'", "’", "&", "+"}
 
@@ -204,9 +205,7 @@ def _bound(tok) -> bool:
     if subject is None:
         return False
     dets = {c.lower_ for c in subject.children if c.dep_ == "det"}
-    return bool(dets & {"every", "each", "no", "any"}) or (
-        tok.lower_ in _PLURAL and subject.tag_ == "NN" and bool(dets & {"a", "an"})
-    )
+    return bool(dets & _BINDING) or (tok.lower_ in _PLURAL and subject.tag_ == "NN" and bool(dets & {"a", "an"}))
 
 
 def _own_subject(tok):
@@ -246,14 +245,9 @@ def resolve_doc(doc, state: _State) -> str:
         if _bound(tok):
             continue
         own = _own_subject(tok)
-        holder = _holder(tok)
-        candidates = [
-            s
-            for s in (*([holder] if holder is not None else []), *_subjects_above(tok), *_earlier_subjects(tok))
-            if s != own
-        ]
-        subject = next((s for s in candidates if _compatible(tok, s)), None)
-        if subject is not None and (_quantified(s := subject) or (low not in _PLURAL and _coordinated(s))):
+        candidates = [_holder(tok), *_subjects_above(tok), *_earlier_subjects(tok)]
+        subject = next((s for s in candidates if s is not None and s != own and _compatible(tok, s)), None)
+        if subject is not None and (_quantified(subject) or (low not in _PLURAL and _coordinated(subject))):
             continue  # the nearest fitting phrase is "no manager" or "a laptop, phone or key": no one thing to name
         target = (names.get(subject.i) or _phrase(subject)) if subject is not None else _fallback(tok, state)
         if target and subject is not None and tok in subject.subtree and low in target.lower().split():
