@@ -127,38 +127,45 @@ def run_set(set_name: str, args, results: dict, save) -> dict:
             "loss_last": manifest["metrics"].get("loss_last"),
         }
         save()
-    if "systems" not in done and not args.train_only:
-        log(f"{set_name}: eval {len(items)} items, systems {','.join(args.systems)}")
+    systems = done.setdefault("systems", {})
+    # Incremental: a recipe added to an existing --out is scored alone; base and rag are scored once per set.
+    pending = [m for m in done["modules"] if not any(k.split("@")[0] == m for k in systems)]
+    modes = [m for m in args.systems if m not in systems and m not in ("module", "module+rag")]
+    modes += [m for m in args.systems if m in ("module", "module+rag") and pending]
+    if modes and not args.train_only:
+        log(f"{set_name}: eval {len(items)} items, systems {','.join(modes)}, modules {','.join(pending) or '-'}")
         t0 = time.perf_counter()
         options = EvalOptions(
-            modes=tuple(args.systems),
+            modes=tuple(modes),
             retention_samples=args.retention_samples,
             retain_limit=args.retain_limit,
             allow_leakage=True,  # flagged, reported, and scored apart below: see `clean_f1`
         )
         paths = [eval_path, *([args.retain] if args.retain else [])]
-        card = evaluate(ws, paths, list(done["modules"]), model=args.model, options=options)
-        done["eval_s"] = round(time.perf_counter() - t0)
-        done["leakage_ok"] = card["leakage"]["ok"]
+        card = evaluate(ws, paths, pending, model=args.model, options=options)
+        done["eval_s"] = done.get("eval_s", 0) + round(time.perf_counter() - t0)
+        done["leakage_ok"] = card["leakage"]["ok"] and done.get("leakage_ok", True)
         # A synthetic question can equal a held-out one without the eval set ever being read (both are written from
         # the same sentence); such items are flagged, and every system's F1 is also given without them.
         flagged = set(card["leakage"]["leaked_items"])
-        done["flagged"] = sorted(flagged)
-        done["systems"] = {
-            s["system"]: {
-                "em": s["exact_match"],
-                "f1": s["token_f1"],
-                "contained": s["answer_contained"],
-                "by_probe": s["by_probe"],
-                "top1": s["forgot"]["self"]["top1_agreement"],
-                "nll_delta": s["forgot"]["self"]["nll_delta"],
-                "clean_f1": _mean([r["f1"] for r in s["rows"] if r["f1"] is not None and r["id"] not in flagged]),
-                "retain": {
-                    k: v.get("choice_accuracy", v.get("exact_match")) for k, v in s["forgot"]["benchmarks"].items()
-                },
+        done["flagged"] = sorted(flagged | set(done.get("flagged", [])))
+        systems.update(
+            {
+                s["system"]: {
+                    "em": s["exact_match"],
+                    "f1": s["token_f1"],
+                    "contained": s["answer_contained"],
+                    "by_probe": s["by_probe"],
+                    "top1": s["forgot"]["self"]["top1_agreement"],
+                    "nll_delta": s["forgot"]["self"]["nll_delta"],
+                    "clean_f1": _mean([r["f1"] for r in s["rows"] if r["f1"] is not None and r["id"] not in flagged]),
+                    "retain": {
+                        k: v.get("choice_accuracy", v.get("exact_match")) for k, v in s["forgot"]["benchmarks"].items()
+                    },
+                }
+                for s in card["systems"]
             }
-            for s in card["systems"]
-        }
+        )
         save()
     return done
 
@@ -250,7 +257,7 @@ def main() -> int:
     for set_name in args.sets:
         run_set(set_name, args, results, save)
     for set_name in args.sets:
-        if "systems" in results[set_name]:
+        if results[set_name].get("systems"):
             print_set(set_name, results[set_name])
     print(f"\nwall clock this invocation: {time.perf_counter() - t0:.0f} s")
     return 0
