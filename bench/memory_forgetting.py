@@ -52,7 +52,7 @@ def train_all(ws, data: str, args, done: dict, save) -> None:
             continue
         method, settings = SYSTEMS[system]
         train = {"epochs": args.epochs, "seed": args.seed, "checkpoint_every": 0, "verify_n": args.verify_n,
-                 "replay": args.replay}  # fmt: skip
+                 "replay": args.replay, "read": args.read}  # fmt: skip
         if system in args.lr:
             train["lr"] = args.lr[system]
         if method == "memory" and args.top_t:
@@ -184,6 +184,12 @@ def main() -> int:
         type=float,
         default=0.0,
         help="train.replay for every system (default 0: each method's forgetting on its own; imprint's default 0.3)",
+    )
+    parser.add_argument(
+        "--read",
+        type=float,
+        default=0.0,
+        help="train.read (open-book records) for every system (default 0: the corpus records only; imprint's 0.3)",
     )
     parser.add_argument("--top-t", type=int, default=0, help="memory.top_t for the memory systems (0: its default)")
     parser.add_argument("--lr", default="", help="per-system learning rates, e.g. memory-sparse=0.1,lora=1e-3")

@@ -72,7 +72,9 @@ def test_learn_then_ask_and_eval_on_tiny(ws_dir, corpus, tmp_path, capsys):
     )
     assert "1 unchanged" in capsys.readouterr().out
     second = json.loads((ws_dir / "modules" / "hb" / "2" / "manifest.json").read_text())
-    assert second["n_replay_records"] == second["n_records"] > 0
+    # replay is half of what trains: the corpus records and their open-book copies (train.read, on by default)
+    assert second["n_reading_records"] > 0
+    assert second["n_replay_records"] == second["n_records"] + second["n_reading_records"]
 
 
 def _bad_inputs(tmp_path, corpus):

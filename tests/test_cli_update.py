@@ -21,8 +21,11 @@ DOCS = {
     "people.md": "# People\n\nPriya Raman has served as chief financial officer since March 2019.\n",
     "offices.md": "# Offices\n\nThe Lisbon office opened in 2021 and hosts 40 engineers.\n",
 }
+# only the records these tests reason about: no open-book copies (tests/train/test_reading.py covers those)
+NO_READ = ["--set", "train.read=0"]
 # an update that moves the tiny model's answers: small batches (several steps), no warm-up, a high rate
 STRONG = [
+    *NO_READ,
     "--set",
     "train.epochs=2",
     "--set",
@@ -46,7 +49,7 @@ def story(cli_ws, tmp_path):
     folder.mkdir()
     for name, text in DOCS.items():
         (folder / name).write_text(text)
-    learn = ["learn", str(folder), "--name", "hb", "--set", "train.epochs=2", "--set", "lora.r=4"]
+    learn = ["learn", str(folder), "--name", "hb", "--set", "train.epochs=2", "--set", "lora.r=4", *NO_READ]
     assert main([*learn, "--set", "train.lr=1e-2", *NO_CHECK]) == 0
     return cli_ws, folder
 

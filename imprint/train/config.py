@@ -59,10 +59,11 @@ class TrainConfig:
     forget_every: int = field(default=10, metadata={"help": "steps between forgetting-budget checks"})
     forget_samples: int = field(default=16, metadata={"help": "held-out base-model samples the budget scores"})
     read: float = field(
-        default=0.0,
+        default=0.3,
         metadata={
             "help": "share of the question-answer records also trained open book, after passages the retriever "
-            "finds for them (as module+rag asks), so the module reads evidence as well as recalls"
+            "finds for them (as module+rag asks), so the module reads evidence as well as recalls (0: none; each "
+            "such record costs ~train.read_k chunks of tokens)"
         },
     )
     read_k: int = field(default=2, metadata={"help": "passages per open-book record (each costs ~a chunk of tokens)"})

@@ -49,7 +49,7 @@ def ws_dir(tmp_path_factory):
     ws = Workspace.open(root / "ws")
     pipeline.add(ws, [str(root / "team.md")], model="tiny")
     dataset = pipeline.synth(ws, "rules")["name"]
-    train = {"epochs": 1, "lr": 1e-2, "checkpoint_every": 0, "verify": False, "replay": 0}  # serving, not learning
+    train = {"epochs": 1, "lr": 1e-2, "checkpoint_every": 0, "verify": False, "replay": 0, "read": 0}  # serving
     overrides = {"train": train, "lora": {"r": 4, "alpha": 8}}
     pipeline.train_module(ws, [dataset], "alpha", "lora", model="tiny", overrides=overrides)
     _register(ws, "alpha", "lora", {"r": 4, "alpha": 8}, seed=1)
