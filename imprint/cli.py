@@ -163,6 +163,13 @@ def cmd_train(args) -> None:
     _print_module(manifest)
 
 
+READ_REPLAY_FORGET = (
+    ("n_reading_records", "open-book copies (train.read)"),
+    ("n_replay_records", "general (train.replay)"),
+    ("n_forget_records", "to unlearn"),
+)
+
+
 def _print_module(manifest: dict) -> None:
     from imprint.evaluate.heldin import describe
 
@@ -174,6 +181,9 @@ def _print_module(manifest: dict) -> None:
         f"{m['tokens']} tokens in {m['wall_s']} s ({m['tokens_per_s']} tokens/s), "
         f"{manifest['module_bytes'] / 1e6:.1f} MB"
     )
+    parts = [f"{manifest['n_records']} corpus records"]
+    parts += [f"{manifest.get(k, 0)} {what}" for k, what in READ_REPLAY_FORGET if manifest.get(k)]
+    console.print("trained on " + " + ".join(parts), highlight=False)
     if manifest.get("heldin"):
         console.print(describe(manifest["heldin"]), highlight=False)
     for reason in m.get("compile", {}).get("fallbacks", []):

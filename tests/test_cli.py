@@ -1,6 +1,7 @@
 """The command line as a user runs it: the whole path on `tiny`, and one-line errors that leave the workspace intact."""
 
 import json
+import re
 
 import pytest
 
@@ -37,6 +38,7 @@ def test_learn_then_ask_and_eval_on_tiny(ws_dir, corpus, tmp_path, capsys):
     assert main(["learn", str(corpus), "--name", "hb", "--set", "train.epochs=2", "--set", "lora.r=4", *NO_CHECK]) == 0
     out = capsys.readouterr().out
     assert "module hb@1" in out and "lora on tiny" in out
+    assert re.search(r"trained on \d+ corpus records \+ \d+ open-book copies \(train.read\) \+ \d+ general", out)
     manifest = json.loads((ws_dir / "modules" / "hb" / "1" / "manifest.json").read_text())
     assert manifest["base_model"] == "tiny" and manifest["config"]["lora"]["r"] == 4
     assert manifest["metrics"]["steps"] > 0 and manifest["corpus_version"] == Workspace.open(ws_dir).corpus_version()
