@@ -117,9 +117,9 @@ def train_arm(ws, arm: str, tokenizer, args) -> dict:
     write_records(directory, records, manifest)
     ws.register_dataset(name, str(directory), len(records), ws.corpus_version(), manifest)
     log(f"train {name}: {len(records)} records ({distinct} distinct), {tokens} tokens")
-    # exactly the sampled budget: no open-book copies (train.read) on top of it
+    # exactly the sampled budget, as recorded in RESULTS: no replay or open-book copies (train.read) on top of it
     overrides = {"train": {"epochs": 1, "checkpoint_every": 0, "seed": args.seed, "threads": args.threads,
-                           "max_len": args.max_len, "read": 0}}  # fmt: skip
+                           "max_len": args.max_len, "replay": 0, "read": 0}}  # fmt: skip
     return pipeline.train_module(ws, [name], name, "lora", args.model, overrides)
 
 
