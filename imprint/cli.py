@@ -182,7 +182,7 @@ def _print_module(manifest: dict) -> None:
         f"{manifest['module_bytes'] / 1e6:.1f} MB"
     )
     parts = [f"{manifest['n_records']} corpus records"]
-    parts += [f"{manifest.get(k, 0)} {what}" for k, what in READ_REPLAY_FORGET if manifest.get(k)]
+    parts += [f"{manifest[k]} {what}" for k, what in READ_REPLAY_FORGET if manifest.get(k)]
     console.print("trained on " + " + ".join(parts), highlight=False)
     if manifest.get("heldin"):
         console.print(describe(manifest["heldin"]), highlight=False)
