@@ -415,10 +415,10 @@ def cmd_update(args) -> None:
     info = manifest["update"]
     console.print(
         f"{info['mode']} from {manifest['name']}@{info['previous']}: {len(info['added'])} added, "
-        f"{len(info['changed'])} changed, {len(info['removed'])} removed documents; {info['n_new_records']} new "
-        f"records + {info['n_unchanged_records']} of unchanged documents + {manifest['n_replay_records']} general"
-        + (f" + {info['n_forget_records']} to unlearn" if info.get("n_forget_records") else "")
-    )
+        f"{len(info['changed'])} changed, {len(info['removed'])} removed documents; its corpus records: "
+        f"{info['n_new_records']} new + {info['n_unchanged_records']} of unchanged documents",
+        soft_wrap=True,
+    )  # the general and to-unlearn counts follow on _print_module's "trained on" line
     share = info.get("share_of_retrain")
     if info["mode"] == "update" and share is not None:
         console.print(

@@ -88,6 +88,10 @@ def test_update_lineage_rollback_diff_and_removed_documents(story, tmp_path, cap
     out = capsys.readouterr().out
     assert "update from hb@1: 1 added, 1 changed, 1 removed documents" in out and "module hb@2" in out
     v2 = ws.get_module("hb")
+    info = v2.manifest["update"]
+    corpus = f"its corpus records: {info['n_new_records']} new + {info['n_unchanged_records']} of unchanged documents"
+    assert corpus in out and out.count(" general (train.replay)") == 1  # each count said once
+    assert f"trained on {info['n_new_records'] + info['n_unchanged_records']} corpus records" in out
     assert v2.version == 2 and v2.parent_version == 1 and v2.manifest["parent"] == 1
     info = v2.manifest["update"]
     policy = ws.get_document(str(folder / "policy.md"))
