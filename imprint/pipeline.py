@@ -261,9 +261,20 @@ def train_module(
         records = records + reading
     n_reading_records = len(records) - n_corpus_records
     if train_config.replay > 0:
-        from imprint.train.replay import corpus_replay, mix_replay, self_replay
+        from imprint.train.replay import corpus_replay, mix_replay, self_replay, self_replay_path
 
-        pool = corpus_replay(train_config.replay_corpus) if train_config.replay_corpus else self_replay(base)
+        if train_config.replay_corpus:
+            pool = corpus_replay(train_config.replay_corpus)
+        else:
+            settings = (train_config.replay_pool, 96, train_config.seed, train_config.replay_prior)
+            if self_replay_path(base.name, *settings).exists():
+                pool = self_replay(base, *settings)
+            else:  # once per base model and settings, then cached
+                with Bar("base samples for replay", unit="samples") as bar:
+                    pool = self_replay(base, *settings, progress=lambda d, t: bar.update(d, t))
+        if not pool:  # never train on without the replay that was asked for
+            source = train_config.replay_corpus or f"the base model's samples ({base.name} wrote no text)"
+            raise ImprintError(f"train.replay={train_config.replay} but the replay pool is empty: {source}")
         records = mix_replay(records, pool, train_config.replay, train_config.seed)
     n_before_forget = len(records)
     records = records + forget

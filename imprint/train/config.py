@@ -40,6 +40,20 @@ class TrainConfig:
     replay_corpus: str = field(
         default="", metadata={"help": "file or folder of general text for replay (default: the base's own samples)"}
     )
+    replay_pool: int = field(
+        default=64,
+        metadata={
+            "help": "distinct samples of the base model in the self-replay pool (sampled once per base model and "
+            "cached); replay records beyond it repeat samples"
+        },
+    )
+    replay_prior: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of the self-replay pool sampled from nothing but the start of text (the base's own prior: "
+            "web pages, code, letters...) instead of continuing imprint's 40 general prompts"
+        },
+    )
     replay_distill: float = field(
         default=1.0,
         metadata={
@@ -104,6 +118,10 @@ class TrainConfig:
             raise ValueError("warmup must be in [0, 1) and min_lr_ratio in [0, 1]")
         if not 0 <= self.replay < 1:
             raise ValueError(f"replay must be in [0, 1), got {self.replay}")
+        if self.replay_pool < 1 or not 0 <= self.replay_prior <= 1:
+            raise ValueError(
+                f"replay_pool must be >= 1 and replay_prior in [0, 1], got {self.replay_pool}, {self.replay_prior}"
+            )
         if not 0 <= self.replay_distill <= 1:
             raise ValueError(f"replay_distill must be in [0, 1], got {self.replay_distill}")
         if self.forget_budget < 0 or self.forget_every < 1 or self.forget_samples < 1:

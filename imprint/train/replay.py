@@ -102,29 +102,52 @@ WATCH_PROMPTS = [
 ]
 
 
-def _cache_file(model_name: str, n_samples: int, max_new_tokens: int, seed: int) -> Path:
+def self_replay_path(
+    model_name: str, n_samples: int = 64, max_new_tokens: int = 96, seed: int = 0, prior: float = 0.0
+) -> Path:
+    """Where `self_replay` caches the pool these settings sample."""
     from imprint.models import cache_root
 
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("_")[-80:]
-    return cache_root() / "replay" / f"{safe}-n{n_samples}-t{max_new_tokens}-s{seed}.jsonl"
+    share = f"-p{prior:g}" if prior else ""  # no suffix: the pool of general prompts only, as before the setting
+    return cache_root() / "replay" / f"{safe}-n{n_samples}-t{max_new_tokens}-s{seed}{share}.jsonl"
 
 
-def self_replay(base, n_samples: int = 64, max_new_tokens: int = 96, seed: int = 0) -> list[SynthRecord]:
-    """The base model's own samples on general prompts (temperature 0.8, top-k 64, top-p 0.95; prompt i drawn with
-    seed + i), cached per base model and settings."""
+def replay_prompts(n_samples: int, prior: float) -> list[str]:
+    """What sample i continues: "" (nothing but the start of text: a draw from the base's own prior) for a `prior`
+    share of the samples, spread evenly, else the general prompts in turn."""
+    prompts, n_general = [], 0
+    for i in range(n_samples):
+        if int((i + 1) * prior) > int(i * prior):
+            prompts.append("")
+        else:
+            prompts.append(PROMPTS[n_general % len(PROMPTS)])
+            n_general += 1
+    return prompts
+
+
+def self_replay(
+    base, n_samples: int = 64, max_new_tokens: int = 96, seed: int = 0, prior: float = 0.0, progress=None
+) -> list[SynthRecord]:
+    """The base model's own samples (temperature 0.8, top-k 64, top-p 0.95; sample i drawn with seed + i), a `prior`
+    share of them from nothing but the start of text and the rest continuing general prompts; cached per base
+    model and settings. `progress(done, total)` follows the sampling."""
     from imprint.inference import Row, Sampling, generate, stop_token_ids
 
-    path = _cache_file(base.name, n_samples, max_new_tokens, seed)
+    if not 0 <= prior <= 1:
+        raise ValueError(f"the prior share of replay samples must be in [0, 1], got {prior}")
+    path = self_replay_path(base.name, n_samples, max_new_tokens, seed, prior)
     if path.exists():
         return [SynthRecord.from_json(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     tokenizer, model = base.tokenizer, base.model
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n_samples)]
+    prompts = replay_prompts(n_samples, prior)
+    start = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
     stop_ids = stop_token_ids(tokenizer, model)
-    rows = [Row(tokenizer(p).input_ids, Sampling(max_new_tokens, 0.8, 0.95, seed=seed + i, top_k=64), stop_ids)
-            for i, p in enumerate(prompts)]  # fmt: skip
-    generate(model, tokenizer, rows)
+    rows = [Row(tokenizer(p).input_ids if p else start, Sampling(max_new_tokens, 0.8, 0.95, seed=seed + i, top_k=64),
+                stop_ids) for i, p in enumerate(prompts)]  # fmt: skip
+    generate(model, tokenizer, rows, progress=progress)
     records = [SynthRecord.make("replay", [], "text", generator=f"self:{base.name}", text=p + r.text)
-               for p, r in zip(prompts, rows, strict=True)]  # fmt: skip
+               for p, r in zip(prompts, rows, strict=True) if (p + r.text).strip()]  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
