@@ -28,7 +28,6 @@ def test_pools_are_cached_apart_and_a_sample_with_no_text_is_no_record(tmp_path,
     mixed = self_replay(base, 6, 8, prior=0.5)
     assert self_replay_path("tiny", 6, 8, 0, 0.5).exists() and len(general) == 6
     # the random tiny model continues the start of text with nothing but start tokens: those samples are dropped
-    assert [r.text for r in mixed] == [general[0].text, *(r.text for r in mixed[1:])]  # same prompt and seed
     assert len(mixed) == 3 and all(r.text.startswith(p) for r, p in zip(mixed, PROMPTS, strict=False))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         self_replay(base, 6, 8, prior=1.5)
