@@ -194,7 +194,16 @@ class Proof:
         return None
 
 
-def _cause(exc: BaseException) -> str:
+def compiler_error(exc: BaseException) -> bool:
+    """Whether `exc` is torch.compile's own failure (Dynamo, a backend such as Inductor, its C++ build), not the
+    model's or the data's."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import CppCompileError, InductorError
+
+    return isinstance(exc, TorchDynamoException | InductorError | CppCompileError)
+
+
+def compile_cause(exc: BaseException) -> str:
     """The root cause of a compiler failure in one line: dynamo wraps it ("backend='inductor' raised:" + the
     inner exception on the next lines)."""
     inner = getattr(exc, "inner_exception", None) or exc.__cause__ or exc
@@ -358,7 +367,7 @@ class MicroStep:
         try:
             candidate = self._trial(batch, scale, layers=layers, loss=loss)
         except Exception as exc:  # no working compiler here (no C++ toolchain, unsupported platform)
-            return None, f"torch.compile failed: {_cause(exc)}"
+            return None, f"torch.compile failed: {compile_cause(exc)}"
         return candidate, candidate.disagreement(reference, self.dtype)
 
     def _record(self, layers: bool, loss: bool, ok: bool, reason: str = "") -> None:
@@ -398,7 +407,8 @@ class MicroStep:
             self.compile_loss = loss
 
     def fall_back(self, reason: str) -> bool:
-        """Drop everything compiled after a non-finite step (the loop then redoes the step); False if nothing was."""
+        """Drop everything compiled after a non-finite step or a failed later compile (the loop then redoes the
+        step); False if nothing was."""
         if not self.compiled:
             return False
         self._fall_back(bool(self._compiled), self.compile_loss, reason)

@@ -24,7 +24,7 @@ import torch
 
 from imprint.errors import ImprintError, ImprintWarning, TrainingError
 from imprint.methods.integrity import nonfinite_tensors
-from imprint.train.compute import MicroStep
+from imprint.train.compute import MicroStep, compile_cause, compiler_error
 from imprint.train.config import TrainConfig
 from imprint.train.data import Example, make_batches, pack_batches
 from imprint.train.tracking import open_tracker
@@ -185,7 +185,14 @@ def train(
         for step in range(result.steps, total_steps):
             step_start, step_tokens = time.perf_counter(), result.tokens
             micro = batches[step * config.grad_accum : (step + 1) * config.grad_accum]
-            step_loss, grad_norm = _forward_backward(micro_step, micro, params, config)
+            try:
+                step_loss, grad_norm = _forward_backward(micro_step, micro, params, config)
+            except Exception as exc:  # a later compile (a new batch shape) can fail where the first one worked
+                if not (micro_step.compiled and compiler_error(exc)):
+                    raise
+                optimizer.zero_grad(set_to_none=True)  # this step's partial gradients; the weights are untouched
+                micro_step.fall_back(f"step {step + 1}: torch.compile failed: {compile_cause(exc)}")
+                step_loss, grad_norm = _forward_backward(micro_step, micro, params, config)
             finite = math.isfinite(step_loss) and math.isfinite(grad_norm)
             if not finite and micro_step.compiled:  # redo the step eagerly, from the same weights
                 why = f"step {step + 1}: loss {step_loss:.4g}, gradient norm {grad_norm:.4g}"

@@ -31,7 +31,8 @@ RECORDS = [
     SynthRecord.make("rules", ["d:v1:0"], "text", text="Priya Raman has served as chief financial officer."),
     SynthRecord.make("rules", ["d:v1:0"], "text", text="Employees receive 27 days of paid annual leave per year."),
 ]
-POISON = {"on": False, "factor": float("nan")}  # while on, the broken backend multiplies its outputs by factor
+# while on, the broken backend multiplies its outputs by factor; while fail, compiling anything anew raises
+POISON = {"on": False, "factor": float("nan"), "fail": False}
 
 
 def _poisoned(out):
@@ -42,6 +43,8 @@ def _poisoned(out):
 
 
 def _broken_backend(gm, example_inputs):
+    if POISON["fail"]:  # as Inductor's C++ build failed mid-run on an AVX2-only EPYC (`at::vec` not declared)
+        raise RuntimeError("C++ compile error: 'at::vec' has not been declared (test backend)")
     return lambda *args: _poisoned(gm(*args))
 
 
@@ -52,7 +55,7 @@ torch._dynamo.register_backend(compiler_fn=_broken_backend, name="imprint_test_b
 def fresh_dynamo(tmp_path, monkeypatch):
     monkeypatch.setenv("IMPRINT_CACHE", str(tmp_path / "cache"))  # compile verdicts of these tests stay here
     torch._dynamo.reset()
-    POISON.update(on=False, factor=float("nan"))
+    POISON.update(on=False, factor=float("nan"), fail=False)
     yield
     torch._dynamo.reset()
 
@@ -167,6 +170,43 @@ def test_compiled_code_that_goes_nonfinite_later_falls_back_and_redoes_the_step(
     torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(eager.losses), rtol=1e-4, atol=1e-5)
     for n in weights:
         torch.testing.assert_close(weights[n], eager_weights[n], rtol=1e-3, atol=1e-5)
+
+
+def test_a_compile_that_fails_mid_run_falls_back_and_redoes_the_step_eagerly():
+    """The first compile worked and agreed with eager code; a later one (a new batch shape; here the compile cache
+    is dropped after step 2) fails to build. The run goes on eagerly from the same weights, as an eager run."""
+    config = TrainConfig(**{**SMALL, "compile": "on", "compile_backend": "imprint_test_broken"})
+
+    def break_the_compiler_after_step_2(done, total, info):
+        if done == 2:
+            POISON["fail"] = True
+            torch._dynamo.reset()  # the next step compiles anew
+
+    with pytest.warns(CompileFallback, match=r"step 3: torch.compile failed: .*at::vec"):
+        result, weights = lora_run(config, progress=break_the_compiler_after_step_2)
+    POISON["fail"] = False
+    eager, eager_weights = lora_run(TrainConfig(**SMALL))
+    assert result.steps == eager.steps and result.skipped_steps == []
+    assert not result.compile["layers"] and not result.compile["loss_kernels"] and len(result.compile["fallbacks"]) == 1
+    torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(eager.losses), rtol=1e-4, atol=1e-5)
+    for n in weights:
+        torch.testing.assert_close(weights[n], eager_weights[n], rtol=1e-3, atol=1e-5)
+
+
+def test_an_error_that_is_not_the_compilers_is_not_hidden():
+    config = TrainConfig(**{**SMALL, "compile": "on", "compile_backend": "imprint_test_broken"})
+
+    class Broken(Exception):
+        pass
+
+    def hook(module, inputs, output):
+        if hook.calls > 6:  # after the first step's proof
+            raise Broken("not the compiler")
+        hook.calls += 1
+
+    hook.calls = 0
+    with pytest.raises(Broken):
+        lora_run(config, hook)
 
 
 def test_compiled_code_that_agrees_is_kept():
