@@ -383,9 +383,9 @@ class MicroStep:
             return
         what = " and ".join(parts)
         self.fallbacks.append(f"compiled {what}: {reason}")
+        failed = "could not be built" if "torch.compile failed" in reason else "failed their check against eager code"
         warnings.warn(
-            f"compiled {what} failed their check against eager code on this machine ({reason}); training "
-            "them eagerly (see `imprint doctor`)",
+            f"compiled {what} {failed} on this machine ({reason}); training them eagerly (see `imprint doctor`)",
             CompileFallback,
             stacklevel=3,
         )
