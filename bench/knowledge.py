@@ -33,6 +33,7 @@ from imprint import pipeline
 from imprint.evaluate.evalset import load_eval_set, write_eval_set
 from imprint.evaluate.run import EvalOptions, evaluate
 from imprint.models import DEFAULT_MODEL, cache_root, load_tokenizer
+from imprint.registry import METHODS
 from imprint.synth.records import read_records, write_records
 from imprint.workspace import Workspace
 
@@ -56,6 +57,15 @@ def pipeline_overrides(settings: list[str]) -> dict:
         return parse_overrides(settings)
     except ConfigError as exc:
         sys.exit(f"imprint: error: --recipe: {exc}")
+
+
+def recipe_method(settings: list[str]) -> tuple[str, list[str]]:
+    """A recipe's `method=NAME` (default `lora`) and the rest of its settings."""
+    methods = [p.partition("=")[2] for p in settings if p.partition("=")[0] == "method"]
+    method = methods[-1] if methods else "lora"
+    if method not in METHODS:
+        sys.exit(f"imprint: error: --recipe: unknown method {method!r}: choose from {', '.join(sorted(METHODS))}")
+    return method, [p for p in settings if p.partition("=")[0] != "method"]
 
 
 def log(message: str) -> None:
@@ -110,15 +120,17 @@ def run_set(set_name: str, args, results: dict, save) -> dict:
             continue
         data = dataset_for(ws, set_name, strategy, args, tokenizer)
         log(f"{set_name}: train {module} on {data} ({' '.join(settings) or 'default recipe'})")
+        method, settings = recipe_method(settings)
         overrides = pipeline_overrides(settings)
         train = {"epochs": 1 if args.train_tokens else args.epochs, "seed": args.seed, "checkpoint_every": 0}
         if args.threads:
             train["threads"] = args.threads
         overrides["train"] = {**train, **overrides.get("train", {})}
-        manifest = pipeline.train_module(ws, [data], module, "lora", args.model, overrides)
+        manifest = pipeline.train_module(ws, [data], module, method, args.model, overrides)
         synth = ws.get_dataset(data).manifest
         done["modules"][module] = {
             "strategy": strategy,
+            "method": method,
             "recipe": settings,
             "heldin": (manifest.get("heldin") or {}).get("module"),
             "records": synth.get("n_records"),
@@ -212,8 +224,8 @@ def main() -> int:
         action="append",
         default=[],
         metavar="NAME:KEY=V[;KEY=V]",
-        help="a named training recipe (e.g. 'replay:train.replay=0.3;train.lr=3e-4'), one module per strategy each; "
-        "repeatable; none: the default recipe",
+        help="a named training recipe (e.g. 'replay:train.replay=0.3;train.lr=3e-4'; 'method=full' trains another "
+        "method than lora), one module per strategy each; repeatable; none: the default recipe",
     )
     parser.add_argument("--retain", default=str(RETAIN), help="retention benchmark scored per system ('' for none)")
     parser.add_argument("--retain-limit", type=int, default=100, help="items sampled from --retain")
@@ -243,7 +255,7 @@ def main() -> int:
     for spec in args.recipe or [":"]:
         name, _, pairs = spec.partition(":")
         args.recipes[name.strip()] = [p.strip() for p in pairs.split(";") if p.strip()]
-    pipeline_overrides(sum(args.recipes.values(), []))  # a malformed recipe fails before any work
+    pipeline_overrides(sum((recipe_method(r)[1] for r in args.recipes.values()), []))  # fails before any work
     keys = ("docs", "docs_from", "questions", "epochs", "train_tokens", "seed", "model", "retain", "retain_limit")
     settings = {k: getattr(args, k) for k in keys}
     results = json.loads(results_path.read_text()) if results_path.exists() else {"settings": settings}
