@@ -209,7 +209,8 @@ def write_plot(path: Path, runs: list[dict]) -> Path:
             ax.scatter([x], [y], s=70, color=colours.get(name, "#111827"), zorder=3)
             top_t = run["settings"].get("top_t") if name.startswith("memory") else None
             where = run["settings"].get("set", "sample")
-            label = f"{name}{f' top_t {top_t}' if top_t else ''}, {run['settings']['epochs']:g} ep, {where}"
+            replay = f", replay {run['settings']['replay']:g}" if run["settings"].get("replay") else ""
+            label = f"{name}{f' top_t {top_t}' if top_t else ''}, {run['settings']['epochs']:g} ep{replay}, {where}"
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(7, 5), fontsize=9)
     ax.set_xlabel("forgot: next-token disagreement with the base on its own samples (%)")
     ax.set_ylabel("learned: held-in F1 on training questions (%)")
@@ -276,6 +277,7 @@ def main() -> int:
     keys += ("top_t",) if args.top_t else ()  # earlier runs' caches stay valid
     if (args.set, args.docs_from, args.strategy) != ("sample", 0, "rules"):
         keys += ("set", "docs_from", "strategy")
+    keys += tuple(k for k in ("replay", "read") if getattr(args, k))
     settings = {k: getattr(args, k) for k in keys}
     results = json.loads(results_path.read_text()) if results_path.exists() else {"settings": settings, "trained": {}}
     if results["settings"] != settings:
