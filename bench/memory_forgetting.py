@@ -298,7 +298,8 @@ def main() -> int:
         evaluate_all(ws, args, out, results, save)
     print_table(results, args)
     if args.plot:
-        others = [json.loads((Path(d) / "results.json").read_text()) for d in args.plot_with.split(",") if d]
+        dirs = [Path(d).expanduser() for d in args.plot_with.split(",") if d]
+        others = [json.loads((d / "results.json").read_text()) for d in dirs]
         print(f"plot: {write_plot(Path(args.plot), [results, *others])}")
     print(f"\nwall clock this invocation: {time.perf_counter() - t0:.0f} s")
     return 0
