@@ -186,7 +186,7 @@ def print_table(results: dict, args) -> None:
                   f"{name} / lora: {(1 - mine['top1']) / max(1e-9, 1 - lora['top1']):.3f}x")  # fmt: skip
 
 
-def write_plot(path: Path, runs: list[dict]) -> Path:
+def write_plot(path: Path, runs: list[dict], y_axis: str = "heldin") -> Path:
     """Learned (held-in F1 on the run's own training questions) against forgot (next-token disagreement with the
     base on its own samples), one point per trained and evaluated system of every run given."""
     import matplotlib
@@ -203,9 +203,10 @@ def write_plot(path: Path, runs: list[dict]) -> Path:
             if not scores:
                 continue
             heldin = (trained.get("heldin") or {}).get("module", {}).get("f1")
-            if heldin is None:  # trained without the held-in check
+            learned = heldin if y_axis == "heldin" else scores.get("f1")
+            if learned is None:  # trained without the held-in check
                 continue
-            x, y = 100 * (1 - scores["top1"]), 100 * heldin
+            x, y = 100 * (1 - scores["top1"]), 100 * learned
             ax.scatter([x], [y], s=70, color=colours.get(name, "#111827"), zorder=3)
             top_t = run["settings"].get("top_t") if name.startswith("memory") else None
             where = run["settings"].get("set", "sample")
@@ -213,7 +214,11 @@ def write_plot(path: Path, runs: list[dict]) -> Path:
             label = f"{name}{f' top_t {top_t}' if top_t else ''}, {run['settings']['epochs']:g} ep{replay}, {where}"
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(7, 5), fontsize=9)
     ax.set_xlabel("forgot: next-token disagreement with the base on its own samples (%)")
-    ax.set_ylabel("learned: held-in F1 on training questions (%)")
+    ax.set_ylabel(
+        "learned: held-in F1 on training questions (%)"
+        if y_axis == "heldin"
+        else "learned: F1 on held-out questions of the corpus (%)"
+    )
     ax.set_xlim(-2, 102)
     ax.set_ylim(-3, 103)
     ax.grid(True, alpha=0.3)
@@ -259,6 +264,12 @@ def main() -> int:
         "--plot", default="", help="write a learned-vs-forgot SVG here, with this run's systems and --plot-with's"
     )
     parser.add_argument("--plot-with", default="", help="comma-separated --out folders of other runs to plot too")
+    parser.add_argument(
+        "--plot-y",
+        default="heldin",
+        choices=("heldin", "dev"),
+        help="the plot's learned axis: held-in F1 (training questions) or F1 on the set's held-out questions",
+    )
     args = parser.parse_args()
     args.systems = [s for s in args.systems.split(",") if s]
     args.lr = {k: float(v) for k, v in (p.split("=") for p in args.lr.split(",") if p)}
@@ -300,7 +311,7 @@ def main() -> int:
     if args.plot:
         dirs = [Path(d).expanduser() for d in args.plot_with.split(",") if d]
         others = [json.loads((d / "results.json").read_text()) for d in dirs]
-        print(f"plot: {write_plot(Path(args.plot), [results, *others])}")
+        print(f"plot: {write_plot(Path(args.plot), [results, *others], args.plot_y)}")
     print(f"\nwall clock this invocation: {time.perf_counter() - t0:.0f} s")
     return 0
 
