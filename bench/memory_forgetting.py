@@ -197,6 +197,8 @@ def write_plot(path: Path, runs: list[dict], y_axis: str = "heldin") -> Path:
     colours = {"lora": "#059669", "memory-sparse": "#2563eb", "memory-dense": "#d97706", "full": "#dc2626",
                "prefix": "#7c3aed"}  # fmt: skip
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
+    sets = {run["settings"].get("set", "sample") for run in runs}
+    placed: list[tuple[float, float]] = []
     for run in runs:
         for name, trained in run["trained"].items():
             scores = run.get("systems", {}).get(f"{name}@1")
@@ -209,10 +211,14 @@ def write_plot(path: Path, runs: list[dict], y_axis: str = "heldin") -> Path:
             x, y = 100 * (1 - scores["top1"]), 100 * learned
             ax.scatter([x], [y], s=70, color=colours.get(name, "#111827"), zorder=3)
             top_t = run["settings"].get("top_t") if name.startswith("memory") else None
-            where = run["settings"].get("set", "sample")
+            where = "" if len(sets) == 1 else f", {run['settings'].get('set', 'sample')}"
             replay = f", replay {run['settings']['replay']:g}" if run["settings"].get("replay") else ""
-            label = f"{name}{f' top_t {top_t}' if top_t else ''}, {run['settings']['epochs']:g} ep{replay}, {where}"
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(7, 5), fontsize=9)
+            label = f"{name}{f' top_t {top_t}' if top_t else ''}, {run['settings']['epochs']:g} ep{replay}{where}"
+            crowded = any(abs(x - px) < 12 and abs(y - py) < 5 for px, py in placed)  # label below, not on top
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(7, -13 if crowded else 5), fontsize=9)
+            placed.append((x, y))
+    if len(sets) == 1:
+        ax.set_title(next(iter(sets)), fontsize=10)
     ax.set_xlabel("forgot: next-token disagreement with the base on its own samples (%)")
     ax.set_ylabel(
         "learned: held-in F1 on training questions (%)"
