@@ -187,8 +187,9 @@ def print_table(results: dict, args) -> None:
 
 
 def write_plot(path: Path, runs: list[dict], y_axis: str = "heldin") -> Path:
-    """Learned (held-in F1 on the run's own training questions) against forgot (next-token disagreement with the
-    base on its own samples), one point per trained and evaluated system of every run given."""
+    """Learned (`y_axis` "heldin": F1 on the run's own training questions; "dev": F1 on the set's held-out
+    questions) against forgot (next-token disagreement with the base on its own samples), one point per trained and
+    evaluated system of every run given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -206,7 +207,7 @@ def write_plot(path: Path, runs: list[dict], y_axis: str = "heldin") -> Path:
                 continue
             heldin = (trained.get("heldin") or {}).get("module", {}).get("f1")
             learned = heldin if y_axis == "heldin" else scores.get("f1")
-            if learned is None:  # trained without the held-in check
+            if learned is None:  # trained without the held-in check, or no held-out questions
                 continue
             x, y = 100 * (1 - scores["top1"]), 100 * learned
             ax.scatter([x], [y], s=70, color=colours.get(name, "#111827"), zorder=3)
