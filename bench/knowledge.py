@@ -171,6 +171,8 @@ def run_set(set_name: str, args, results: dict, save) -> dict:
                     "top1": s["forgot"]["self"]["top1_agreement"],
                     "nll_delta": s["forgot"]["self"]["nll_delta"],
                     "clean_f1": _mean([r["f1"] for r in s["rows"] if r["f1"] is not None and r["id"] not in flagged]),
+                    # module+rag's conflict rule, scored apart: the model's own answers are the columns above
+                    "with_override": s.get("with_override"),
                     "retain": {
                         k: v.get("choice_accuracy", v.get("exact_match")) for k, v in s["forgot"]["benchmarks"].items()
                     },
@@ -206,6 +208,11 @@ def print_set(set_name: str, done: dict) -> None:
         probes += "".join(f"{_f(s.get('retain', {}).get(k)):>11}" for k in retain)
         print(f"{name:<24}{_f(s['em']):>7}{_f(s['f1']):>7}{_f(s.get('clean_f1')):>9}{_f(s['contained']):>10}{probes}"
               f"{_f(s['top1']):>7}{_f(s['nll_delta'], 2):>8}{cost if module else ''}")  # fmt: skip
+    for name, s in done["systems"].items():
+        if o := s.get("with_override"):
+            quoted = f"F1 {_f(o['token_f1'])}, contained {_f(o['answer_contained'])}"
+            print(f"{name}: scored on what the model wrote; the conflict rule overrode {o['n_overridden']} answers "
+                  f"with a passage quote (as answers: {quoted})")  # fmt: skip
     rag = done["systems"].get("rag", {}).get("f1")
     for name, s in done["systems"].items():
         if rag and name.startswith("m-") and s["f1"] is not None:

@@ -261,10 +261,15 @@ def cmd_ask(args) -> None:
     )
     if answer.abstained and answer.guess:
         console.print(f"[dim]  the model's guess was: {answer.guess}[/dim]")
-    if answer.conflict and answer.conflict["flagged"]:
+    if answer.overridden:
+        console.print(
+            f"[yellow]overridden by evidence: the model answered {answer.guess!r}, which is what the module alone "
+            "answers and the retrieved passages do not say; shown instead is the top passage's quote[/yellow]"
+        )
+    elif answer.conflict and answer.conflict["flagged"]:
         console.print(
             f"[yellow]conflict: the module alone answers {answer.conflict['closed_book']!r}, which the retrieved "
-            "passages do not say; the answer follows the passages[/yellow]"
+            "passages do not say; with the passages it answered otherwise[/yellow]"
         )
     for n, ev in enumerate(answer.evidence, 1):
         console.print(f"[dim]  [{n}] {ev['title']} ({ev['chunk_id']}, score {ev['score']:.3f}): {ev['quote']}[/dim]")

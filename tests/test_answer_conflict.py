@@ -1,9 +1,13 @@
-"""module+rag against its own closed-book answer: a module fact the retrieved passages do not say is flagged, and
-the passages win (tiny model, real retrieval index)."""
+"""module+rag against its own closed-book answer: a module fact the retrieved passages do not say is flagged, the
+answer shown to the user follows the passages (labelled `overridden`), and evaluation scores what the model wrote,
+with the quote scored apart (tiny model, real retrieval index)."""
 
 import pytest
 
-from imprint.answer import _conflict, answer_questions
+from imprint.answer import ABSTAIN_TEXT, Generated, _conflict, answer_questions, make_answers
+from imprint.answer.calibration import Calibration
+from imprint.evaluate.evalset import EvalItem
+from imprint.evaluate.run import _open_rows, learned_metrics
 from imprint.ingest import chunk_text
 from imprint.models import load_base
 from imprint.retrieval import Retriever
@@ -11,6 +15,7 @@ from imprint.retrieval.index import Hit
 from imprint.workspace import Workspace
 
 TEXT = "Employees receive 29 days of paid annual leave per year. The Halifax office has 61 employees."
+QUESTION = "How many days of paid annual leave do employees receive?"
 
 
 def _hit(text: str) -> Hit:
@@ -25,6 +30,75 @@ def test_a_closed_book_answer_the_passages_do_not_say_is_flagged():
     agreed = _conflict("29 days", "29 days", [_hit(TEXT)])
     assert not agreed["flagged"] and agreed["support"] == 1.0
     assert not _conflict("", "29 days", [_hit(TEXT)])["flagged"]  # nothing said closed book: nothing to flag
+    assert not _conflict("::::", "::::", [_hit(TEXT)])["flagged"]  # punctuation says nothing either
+
+
+@pytest.fixture(scope="module")
+def retriever(tmp_path_factory):
+    ws = Workspace.open(tmp_path_factory.mktemp("conflict") / "ws")
+    ws.put_document("/docs/leave.md", "Leave", TEXT, chunk_text(TEXT, lambda s: len(s.split()), max_tokens=12))
+    return Retriever.open(ws)
+
+
+def _answer(retriever, guess: str, closed_book: str | None, calibration=None, with_evidence: bool = True):
+    """One module+rag answer built by the real `make_answers` from a given generation and closed-book answer."""
+    hits = [retriever.search(QUESTION)] if with_evidence else [[]]
+    generated = [Generated(guess, 0.9, 40, 1.0)]
+    closed = None if closed_book is None else [closed_book]
+    return make_answers(generated, [QUESTION], hits, [0.0], "module+rag", "m@1",
+                        retriever if with_evidence else None, calibration, None, closed)[0]  # fmt: skip
+
+
+def test_a_stale_closed_book_answer_repeated_with_the_passages_is_overridden_and_labelled(retriever):
+    a = _answer(retriever, "27 days", "27 days")
+    assert a.conflict["flagged"] and a.overridden
+    assert a.answer == a.evidence[0]["quote"] != "27 days"  # the user is shown the passage
+    assert a.generated == a.guess == "27 days"  # what the model wrote is kept, and is what eval scores
+    assert a.record()["overridden"] is True
+
+
+def test_an_answer_the_passages_changed_is_kept(retriever):
+    a = _answer(retriever, "29 days", "27 days")
+    assert a.conflict["flagged"] and not a.conflict["answer_is_closed_book"]
+    assert not a.overridden and a.answer == a.generated == "29 days"
+
+
+def test_an_answer_the_passages_back_is_neither_flagged_nor_overridden(retriever):
+    a = _answer(retriever, "29 days", "29 days")
+    assert not a.conflict["flagged"] and not a.overridden and a.answer == "29 days"
+
+
+def test_abstention_comes_before_the_override(retriever):
+    never = {"mean": [0, 0, 0], "scale": [1, 1, 1], "weights": [0, 0, 0, -10.0]}  # P(answerable) ~ 0.00005
+    a = _answer(retriever, "27 days", "27 days", calibration=Calibration("module+rag", None, never, 0.5, {}))
+    assert a.abstained and not a.overridden
+    assert a.answer == a.generated == ABSTAIN_TEXT and a.guess == "27 days"
+
+
+def test_no_evidence_means_no_override(retriever):
+    a = _answer(retriever, "27 days", "27 days", with_evidence=False)
+    assert a.conflict["flagged"] and a.evidence == [] and not a.overridden and a.answer == "27 days"
+
+
+def test_a_punctuation_only_answer_is_not_overridden(retriever):
+    a = _answer(retriever, "::::", "::::")
+    assert not a.conflict["flagged"] and not a.overridden and a.answer == "::::"
+
+
+def test_eval_scores_what_the_model_wrote_and_the_quote_apart(retriever):
+    """A wrong stale answer stays wrong in the scored columns however much the quote that replaced it holds."""
+    overridden = _answer(retriever, "27 days", "27 days")
+    kept = _answer(retriever, "29 days", "29 days")
+    items = [EvalItem("q1", QUESTION, ("29 days",)), EvalItem("q2", QUESTION, ("29 days",))]
+    rows = _open_rows(items, [overridden, kept])
+    assert rows[0]["answer"] == "27 days" and rows[0]["overridden"]
+    assert (rows[0]["em"], rows[0]["f1"], rows[0]["contained"]) == (0.0, 0.5, 0.0)  # "days" is the one shared word
+    assert rows[0]["override"]["answer"] == overridden.answer and rows[0]["override"]["contained"] == 1.0
+    assert rows[1]["override"] is None and rows[1]["em"] == 1.0
+    learned = learned_metrics(rows, [])
+    assert learned["answer_contained"] == 0.5 and learned["exact_match"] == 0.5  # the model's own answers
+    assert learned["with_override"]["n_overridden"] == 1 and learned["with_override"]["answer_contained"] == 1.0
+    assert learned_metrics(_open_rows(items[:1], [kept]), [])["with_override"]["n_overridden"] == 0
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +106,13 @@ def base():
     return load_base("tiny")
 
 
-def test_module_rag_answers_carry_the_closed_book_answer_and_the_evidence_wins(base, tmp_path):
-    ws = Workspace.open(tmp_path / "ws")
-    ws.put_document("/docs/leave.md", "Leave", TEXT, chunk_text(TEXT, lambda s: len(s.split()), max_tokens=12))
-    questions = ["How many days of leave?", "How many people work in Halifax?", "Who is the CFO?"]
+def test_module_rag_answers_carry_the_closed_book_answer(base, retriever):
+    questions = [QUESTION, "How many people work in Halifax?", "Who is the CFO?"]
     args = (base.model, base.tokenizer, questions)
     closed = answer_questions(*args, "module", max_new_tokens=6)
-    answers = answer_questions(*args, "module+rag", retriever=Retriever.open(ws), max_new_tokens=6)
+    answers = answer_questions(*args, "module+rag", retriever=retriever, max_new_tokens=6)
     for a, c in zip(answers, closed, strict=True):
         assert a.conflict["closed_book"] == c.answer  # the same weights, closed book: the same greedy answer
-        overruled = a.conflict["flagged"] and a.conflict["answer_is_closed_book"]
-        assert a.answer == (a.evidence[0]["quote"] if overruled else a.guess)
         assert a.to_dict()["conflict"] == a.conflict
-    rag = answer_questions(*args, "rag", retriever=Retriever.open(ws), max_new_tokens=6)
-    assert all(a.conflict is None for a in rag + closed)  # only module+rag compares the two
+    rag = answer_questions(*args, "rag", retriever=retriever, max_new_tokens=6)
+    assert all(a.conflict is None and not a.overridden for a in rag + closed)  # only module+rag compares the two

@@ -56,6 +56,7 @@ def test_learn_then_ask_and_eval_on_tiny(ws_dir, corpus, tmp_path, capsys):
         "latency_ms",
         "prompt_tokens",
         "conflict",
+        "overridden",
     }
     assert answer["conflict"] is None  # only module+rag checks its module against the passages
     assert answer["evidence"] and answer["evidence"][0]["chunk_id"] and answer["supported"] in (True, False)

@@ -20,8 +20,10 @@ one serialised form (`imprint ask --json`, the API's `imprint` field, scorecard 
 
 `module+rag` also answers closed book, to see what the module's weights say on their own (`conflict`): when the
 retrieved passages do not back that answer (a fact the corpus has since changed or removed), the conflict is
-flagged, and the evidence wins: if the weights still overrode the passages, the answer is the top passage's
-quote, not the stale value (which stays in `guess` and `conflict`).
+flagged, and the evidence wins: if the weights still overrode the passages, the answer shown is the top passage's
+quote, not the stale value, and the answer says so (`overridden`; the stale value stays in `guess` and
+`conflict`). That is a behaviour for the user, not the model's answer: `Answer.generated` is what the model wrote
+(or the abstention), and evaluation scores that, with the override scored apart (`imprint.evaluate.run`).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ __all__ = [
 
 
 RECORD_FIELDS = ("answer", "confidence", "evidence", "mode", "module", "abstained", "supported", "latency_ms",
-                 "prompt_tokens", "conflict")  # fmt: skip
+                 "prompt_tokens", "conflict", "overridden")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,12 @@ class Answer:
     guess: str = ""  # what the model generated, also when it abstained
     signals: dict = field(default_factory=dict)  # the raw inputs of confidence and abstention
     conflict: dict | None = None  # module+rag: the module's closed-book answer and whether the evidence backs it
+    overridden: bool = False  # module+rag: `answer` is the top passage's quote, not what the model wrote (`guess`)
+
+    @property
+    def generated(self) -> str:
+        """What the model wrote, as the answer rule cut it, or the abstention: never the evidence's quote."""
+        return ABSTAIN_TEXT if self.abstained else self.guess
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -252,12 +260,16 @@ def make_answers(generated: list[Generated], questions, hits, search_ms, mode: s
         feats = features(p, relevance, supp)
         confidence = calibration.confidence_of(feats) if calibration else p
         abstained = not guess or (calibration.should_abstain(feats) if calibration else False)
-        overruled = bool(
-            conflicts[i] and conflicts[i]["flagged"] and conflicts[i]["answer_is_closed_book"] and evidence
+        overridden = bool(
+            not abstained
+            and conflicts[i]
+            and conflicts[i]["flagged"]
+            and conflicts[i]["answer_is_closed_book"]
+            and evidence
         )
         answers.append(
             Answer(
-                answer=ABSTAIN_TEXT if abstained else evidence[0]["quote"] if overruled else guess,
+                answer=ABSTAIN_TEXT if abstained else evidence[0]["quote"] if overridden else guess,
                 confidence=round(confidence, 4),
                 mode=mode,
                 module=module,
@@ -269,6 +281,7 @@ def make_answers(generated: list[Generated], questions, hits, search_ms, mode: s
                 guess=guess,
                 signals=dict(zip(("logprob", "relevance", "support"), (round(f, 4) for f in feats), strict=True)),
                 conflict=conflicts[i],
+                overridden=overridden,
             )
         )
     return answers
@@ -276,8 +289,10 @@ def make_answers(generated: list[Generated], questions, hits, search_ms, mode: s
 
 def _conflict(closed_book: str, answer: str, hits) -> dict:
     """The module's closed-book answer against the passages its module+rag answer read: flagged when the passages
-    do not contain every content word of it (the corpus no longer says it, or never did)."""
-    backing = support(closed_book, "\n".join(h.text for h in hits or [])) if closed_book else 1.0
+    do not contain every content word of it (the corpus no longer says it, or never did). An answer with no words
+    (empty, or punctuation only) says nothing the passages could contradict: never flagged."""
+    said = bool(normalize(closed_book).split())
+    backing = support(closed_book, "\n".join(h.text for h in hits or [])) if said else 1.0
     return {
         "closed_book": closed_book,
         "support": round(backing, 4),

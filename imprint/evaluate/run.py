@@ -101,10 +101,22 @@ def _answer_batch(model, tokenizer, questions: list[str], spec: SystemSpec, cont
         )
 
 
+def _scores(answer: str, gold: list[str], answerable: bool) -> dict:
+    if not answerable:
+        return {"em": None, "f1": None, "contained": None}
+    return {"em": exact_match(answer, gold), "f1": token_f1(answer, gold), "contained": answer_contained(answer, gold)}
+
+
 def _open_rows(items: list[EvalItem], answers) -> list[dict]:
+    """One row per question, scored on what the model wrote (`Answer.generated`). Where module+rag's conflict rule
+    showed the top passage's quote instead (`overridden`), the quote is scored apart under `override`: a quote holds
+    many answers, so mixing it in would credit the retriever with the model's score."""
     rows = []
     for item, ans in zip(items, answers, strict=True):
         gold = list(item.answers)
+        override = None
+        if ans.overridden:
+            override = {"answer": ans.answer, **_scores(ans.answer, gold, item.answerable)}
         rows.append(
             {
                 "id": item.id,
@@ -113,14 +125,33 @@ def _open_rows(items: list[EvalItem], answers) -> list[dict]:
                 "answerable": item.answerable,
                 "gold": gold,
                 **ans.record(),
-                "em": exact_match(ans.answer, gold) if item.answerable else None,
-                "f1": token_f1(ans.answer, gold) if item.answerable else None,
-                "contained": answer_contained(ans.answer, gold) if item.answerable else None,
+                "answer": ans.generated,
+                "override": override,
+                **_scores(ans.generated, gold, item.answerable),
                 "completion": item.completion,
                 "probe": item.probe,
             }
         )
     return rows
+
+
+def override_metrics(rows: list[dict]) -> dict | None:
+    """module+rag's scores had the conflict rule's quote been taken as its answer where it overrode the model:
+    labelled apart from the model's own scores, never mixed in. None for systems without the conflict rule."""
+    if not any(r.get("conflict") for r in rows):
+        return None
+    answerable = [r for r in rows if r["answerable"]]
+
+    def taken(r: dict, key: str):
+        return r["override"][key] if r.get("override") else r[key]
+
+    return {
+        "n_overridden": sum(bool(r.get("overridden")) for r in answerable),
+        "overridden": _r(mean([float(bool(r.get("overridden"))) for r in answerable])),
+        "exact_match": _r(mean([taken(r, "em") for r in answerable])),
+        "token_f1": _r(mean([taken(r, "f1") for r in answerable])),
+        "answer_contained": _r(mean([taken(r, "contained") for r in answerable])),
+    }
 
 
 def _r(value, digits: int = 4):
@@ -147,6 +178,8 @@ def learned_metrics(rows: list[dict], choice_rows: list[dict]) -> dict:
         "judge_accuracy": _r(mean([r["judge"] for r in answerable if r.get("judge") is not None])),
         # module+rag: share of answers where the module alone said what the retrieved passages do not
         "conflicts": _r(mean([float(r["conflict"]["flagged"]) for r in rows if r.get("conflict")])),
+        # module+rag: the scores with the conflict rule's passage quotes taken as answers (a labelled behaviour)
+        "with_override": override_metrics(rows),
     }
     if answerable:
         confidences, correct = [r["confidence"] for r in answerable], [r["em"] for r in answerable]

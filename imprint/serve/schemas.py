@@ -135,6 +135,8 @@ class ImprintInfo(BaseModel):
     abstained: bool | None = None
     latency_ms: float | None = None
     prompt_tokens: int | None = None
+    conflict: dict | None = None  # module+rag: the module's closed-book answer and whether the passages back it
+    overridden: bool | None = None  # module+rag: the message is the top passage's quote, not what the model wrote
 
 
 class AssistantMessage(BaseModel):

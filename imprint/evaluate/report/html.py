@@ -169,6 +169,14 @@ def _lm_eval(card: dict) -> str:
     return f"<h2>lm-evaluation-harness</h2><ul>{''.join(parts)}</ul>" if parts else ""
 
 
+def _overrides(card: dict) -> str:
+    """module+rag's conflict rule in its own lines: never mixed into the scores above."""
+    from imprint.evaluate.report.terminal import override_lines
+
+    lines = override_lines(card)
+    return f'<p class="note">{"<br>".join(escape(line) for line in lines)}</p>' if lines else ""
+
+
 def _evidence(row: dict) -> str:
     if not row.get("evidence"):
         return ""
@@ -189,9 +197,16 @@ def _answer_cell(row: dict | None) -> str:
         css = "wrong"  # answered a question the corpus cannot answer
     else:
         css = "right" if row["em"] else "wrong"
+    override = ""
+    if row.get("override"):  # module+rag's conflict rule showed a passage quote instead: scored apart, labelled
+        o = row["override"]
+        override = (
+            f'<br><span class="note">overridden by evidence (shown to the user, not scored above; as an answer: '
+            f"F1 {_num(o['f1'])}): {escape(o['answer'][:240])}</span>"
+        )
     return (
         f'<td class="{css}">{escape(row["answer"]) or "<i>(empty)</i>"} '
-        f'<span class="note">{row["confidence"]:.2f}</span>{_evidence(row)}</td>'
+        f'<span class="note">{row["confidence"]:.2f}</span>{override}{_evidence(row)}</td>'
     )
 
 
@@ -252,7 +267,8 @@ its module's. Self-retention: {card["retention"]["samples"]} base samples, {card
 {_scorecard_table(card)}
 <p class="note">EM and token F1: SQuAD-normalised, best over accepted answers. Choice accuracy: argmax of the summed
 log-likelihood of each choice; (norm): divided by the choice's UTF-8 length. ECE: 10 equal-width bins of confidence
-against exact match. Latency: per question, in batches.</p>
+against exact match. Latency: per question, in batches. Every score is of what the model wrote.</p>
+{_overrides(card)}
 {_changes_table(card)}
 <h2>Retention benchmarks</h2>
 {_benchmarks_table(card)}

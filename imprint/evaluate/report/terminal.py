@@ -114,6 +114,21 @@ def change_table(card: dict) -> Table | None:
     return table
 
 
+def override_lines(card: dict) -> list[str]:
+    """module+rag's conflict rule, apart from the scores: how often it replaced the model's answer by the top
+    passage's quote, and what the system would score had the quotes been taken as answers."""
+    out = []
+    for s in card["systems"]:
+        o = s.get("with_override")
+        if o:
+            out.append(
+                f"{s['system']}: scores above are what the model wrote; the conflict rule overrode {o['n_overridden']} "
+                f"of {s['n']} answers with a passage quote (scored as quotes: EM {_f(o['exact_match'])}, "
+                f"F1 {_f(o['token_f1'])}, contained {_f(o['answer_contained'])})"
+            )
+    return out
+
+
 def print_scorecard(card: dict, console: Console) -> None:
     leak = card["leakage"]
     if not leak["ok"]:
@@ -133,6 +148,8 @@ def print_scorecard(card: dict, console: Console) -> None:
                 f"{_f(c['from_scratch_wall_s'], 0)} s (ratio {_f(c['wall_ratio'], 2)}), {c['update_tokens']} vs "
                 f"{c['from_scratch_tokens']} tokens (ratio {_f(c['tokens_ratio'], 2)})"
             )
+    for line in override_lines(card):
+        console.print(f"[dim]{line}[/dim]")
     for name, reason in card.get("skipped", {}).items():
         console.print(f"[yellow]not scored: {name}: {reason}[/yellow]")
     if leak["ok"]:
