@@ -173,8 +173,10 @@ def run_set(set_name: str, args, results: dict, save) -> dict:
                     "clean_f1": _mean([r["f1"] for r in s["rows"] if r["f1"] is not None and r["id"] not in flagged]),
                     # module+rag's conflict rule, scored apart: the model's own answers are the columns above
                     "with_override": s.get("with_override"),
-                    "retain": {
-                        k: v.get("choice_accuracy", v.get("exact_match")) for k, v in s["forgot"]["benchmarks"].items()
+                    # multiple choice by length-normalised accuracy, open questions by token F1; each with its SE
+                    "retain": {k: v.get("choice_accuracy_norm", v.get("token_f1")) for k, v in benchmarks(s).items()},
+                    "retain_se": {
+                        k: v.get("choice_accuracy_norm_se", v.get("token_f1_se")) for k, v in benchmarks(s).items()
                     },
                 }
                 for s in card["systems"]
@@ -182,6 +184,10 @@ def run_set(set_name: str, args, results: dict, save) -> dict:
         )
         save()
     return done
+
+
+def benchmarks(system: dict) -> dict:
+    return system["forgot"]["benchmarks"]
 
 
 def _mean(values: list[float]) -> float | None:
@@ -235,7 +241,7 @@ def main() -> int:
         "method than lora), one module per strategy each; repeatable; none: the default recipe",
     )
     parser.add_argument("--retain", default=str(RETAIN), help="retention benchmark scored per system ('' for none)")
-    parser.add_argument("--retain-limit", type=int, default=100, help="items sampled from --retain")
+    parser.add_argument("--retain-limit", type=int, default=None, help="items sampled from --retain (default: all)")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs (the default recipe's)")
     parser.add_argument("--train-tokens", type=int, default=0, help="train each module on exactly N tokens instead")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: base,icl,rag,module,module+rag")

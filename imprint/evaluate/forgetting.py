@@ -105,7 +105,7 @@ def score_samples(model, samples: list[dict]) -> dict:
     """Per-token log-likelihood of each sample and the model's top-1 next token at each sampled position."""
     model.eval()
     device = next(model.parameters()).device
-    nll_sum, n_tokens, top1 = 0.0, 0, []
+    nll_sum, n_tokens, top1, per_sample = 0.0, 0, [], []
     for s in samples:
         ids = torch.tensor([s["prompt_ids"] + s["sample_ids"]], device=device)
         keep = len(s["sample_ids"]) + 1
@@ -113,20 +113,33 @@ def score_samples(model, samples: list[dict]) -> dict:
             logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=keep).logits
         logprobs = logits[0, -keep:-1].float().log_softmax(-1)  # positions predicting each sampled token
         target = torch.tensor(s["sample_ids"], device=logprobs.device)
-        nll_sum -= float(logprobs.gather(-1, target.unsqueeze(-1)).sum())
+        nll = -float(logprobs.gather(-1, target.unsqueeze(-1)).sum())
+        nll_sum += nll
+        per_sample.append(nll)
         n_tokens += len(s["sample_ids"])
         top1.append(logprobs.argmax(-1).cpu())
-    return {"nll": nll_sum / max(1, n_tokens), "tokens": n_tokens, "top1": top1}
+    return {"nll": nll_sum / max(1, n_tokens), "tokens": n_tokens, "top1": top1, "nll_per_sample": per_sample}
 
 
 def compare_to_base(scored: dict, base_scored: dict) -> dict:
-    """NLL, its change from the base (the KL estimate), and top-1 next-token agreement with the base."""
-    same = sum(int((a == b).sum()) for a, b in zip(scored["top1"], base_scored["top1"], strict=True))
-    total = sum(len(a) for a in base_scored["top1"])
+    """NLL, its change from the base (the KL estimate), and top-1 next-token agreement with the base, each with a
+    standard error over samples (a sample's tokens are not independent of each other: the sample is the unit)."""
+    from imprint.evaluate.metrics import ratio_standard_error
+
+    agree = [int((a == b).sum()) for a, b in zip(scored["top1"], base_scored["top1"], strict=True)]
+    lengths = [len(a) for a in base_scored["top1"]]
+    total = sum(lengths)
+    deltas = [m - b for m, b in zip(scored["nll_per_sample"], base_scored["nll_per_sample"], strict=True)]
+    se = {
+        "top1_agreement_se": ratio_standard_error(agree, lengths),
+        "nll_delta_se": ratio_standard_error(deltas, lengths),
+    }
     return {
         "nll": round(scored["nll"], 4),
         "nll_delta": round(scored["nll"] - base_scored["nll"], 4),
-        "top1_agreement": round(same / max(1, total), 4),
+        "top1_agreement": round(sum(agree) / max(1, total), 4),
+        **{k: None if v is None else round(v, 4) for k, v in se.items()},
+        "samples": len(lengths),
         "tokens": scored["tokens"],
     }
 

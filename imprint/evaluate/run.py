@@ -34,7 +34,7 @@ from imprint.evaluate.choice import score_choice_items
 from imprint.evaluate.evalset import EvalItem, load_eval_set, load_eval_sets
 from imprint.evaluate.forgetting import compare_to_base, retention_samples, run_lm_eval, score_samples
 from imprint.evaluate.leakage import describe, leakage_report, training_records
-from imprint.evaluate.metrics import answer_contained, exact_match, mean, percentile, token_f1
+from imprint.evaluate.metrics import answer_contained, exact_match, mean, percentile, standard_error, token_f1
 from imprint.models import DEFAULT_MODEL, load_base
 from imprint.progress import Bar
 
@@ -216,34 +216,46 @@ def cost_metrics(rows: list[dict], manifest: dict | None) -> dict:
     }
 
 
-def _benchmarks(model, tokenizer, items: list[EvalItem], spec: SystemSpec) -> dict:
-    """Retention benchmarks (split: retain), closed book with no retriever or abstention, per source file."""
-    out = {}
+BENCHMARK_METRICS = {"exact_match": "em", "token_f1": "f1", "choice_accuracy": "correct",
+                     "choice_accuracy_norm": "correct_norm"}  # fmt: skip
+
+
+def _benchmarks(model, tokenizer, items: list[EvalItem], spec: SystemSpec) -> tuple[dict, dict]:
+    """Retention benchmarks (split: retain), closed book with no retriever or abstention, per source file: each
+    metric with its standard error (`<metric>_se`), and the per-item scores behind it (for paired deltas)."""
+    out, per_item = {}, {}
     for source in sorted({i.source for i in items}):
         mine = [i for i in items if i.source == source]
         open_items = [i for i in mine if not i.is_choice]
         choice_items = [i for i in mine if i.is_choice]
-        result: dict = {"n": len(mine)}
+        rows: list[dict] = []
         if open_items:
             answers = _answer(model, tokenizer, open_items, spec, {}, f"retain {source}")  # bare: no retriever
-            rows = _open_rows(open_items, answers)
-            result.update(exact_match=_r(mean([r["em"] for r in rows])), token_f1=_r(mean([r["f1"] for r in rows])))
+            rows += _open_rows(open_items, answers)
         if choice_items:
             with Bar(f"retain {source}", unit="questions") as bar:
-                rows = score_choice_items(model, tokenizer, choice_items, progress=bar.update)
-            result.update(
-                choice_accuracy=_r(mean([r["correct"] for r in rows])),
-                choice_accuracy_norm=_r(mean([r["correct_norm"] for r in rows])),
-            )
+                rows += score_choice_items(model, tokenizer, choice_items, progress=bar.update)
+        result: dict = {"n": len(mine)}
+        per_item[source] = {}
+        for metric, column in BENCHMARK_METRICS.items():
+            values = [float(r[column]) for r in rows if r.get(column) is not None]
+            if values:
+                per_item[source][metric] = values
+                result[metric] = _r(mean(values))
+                result[f"{metric}_se"] = _r(standard_error(values))
         out[source] = result
-    return out
+    return out, per_item
 
 
-def _with_deltas(benchmarks: dict, base: dict) -> dict:
+def _with_deltas(benchmarks: dict, per_item: dict, base: dict, base_items: dict) -> dict:
+    """Each metric's change from the base, with the standard error of the paired differences (same items)."""
     for source, result in benchmarks.items():
-        for key in ("exact_match", "token_f1", "choice_accuracy", "choice_accuracy_norm"):
+        for key in BENCHMARK_METRICS:
             if result.get(key) is not None and base.get(source, {}).get(key) is not None:
                 result[f"{key}_delta"] = round(result[key] - base[source][key], 4)
+                mine, theirs = per_item[source][key], base_items[source][key]
+                if len(mine) == len(theirs):
+                    result[f"{key}_delta_se"] = _r(standard_error([a - b for a, b in zip(mine, theirs, strict=True)]))
     return benchmarks
 
 
@@ -313,12 +325,12 @@ def _forgot(model, tokenizer, weights: str, retain: list[EvalItem], base_ref: di
     if weights == "base":
         base_ref["scored"] = scored
     spec = SystemSpec(weights, "base" if weights == "base" else "module", None if weights == "base" else weights)
-    benchmarks = _benchmarks(model, tokenizer, retain, spec) if retain else {}
+    benchmarks, per_item = _benchmarks(model, tokenizer, retain, spec) if retain else ({}, {})
     if weights == "base":
-        base_ref["benchmarks"] = benchmarks
+        base_ref["benchmarks"], base_ref["benchmark_items"] = benchmarks, per_item
     out = {
         "self": compare_to_base(scored, base_ref["scored"]),
-        "benchmarks": _with_deltas(benchmarks, base_ref["benchmarks"]),
+        "benchmarks": _with_deltas(benchmarks, per_item, base_ref["benchmarks"], base_ref["benchmark_items"]),
     }
     if options.lm_eval_tasks:
         out["lm_eval"] = _lm_eval(weights, base_ref, options)

@@ -66,6 +66,12 @@ def test_nll_and_top1_agreement_by_hand(base):
     moved = compare_to_base(flat, scored)
     agree = sum(a == 0 for a in argmax) / 4
     assert moved["top1_agreement"] == agree and moved["nll_delta"] == pytest.approx(math.log(260) - nll / 4, abs=1e-3)
+    assert same["top1_agreement_se"] == 0 and same["nll_delta_se"] == 0 and same["samples"] == 2
+    # by hand, the sample as the unit: residuals of each sample's sum against the pooled ratio, n/(n-1) corrected
+    agree_per = [sum(a == 0 for a in argmax[:3]), int(argmax[3] == 0)]
+    residuals = [agree_per[0] - agree * 3, agree_per[1] - agree * 1]
+    assert moved["top1_agreement_se"] == pytest.approx(math.sqrt(2 * sum(e * e for e in residuals)) / 4, abs=1e-4)
+    assert moved["nll_delta_se"] is not None and moved["nll_delta_se"] >= 0
 
 
 @pytest.mark.skipif(lm_eval_available(), reason="lm-evaluation-harness is installed: the skip path does not run")

@@ -2,7 +2,15 @@
 
 import pytest
 
-from imprint.evaluate.metrics import exact_match, mean, normalize, percentile, token_f1
+from imprint.evaluate.metrics import (
+    exact_match,
+    mean,
+    normalize,
+    percentile,
+    ratio_standard_error,
+    standard_error,
+    token_f1,
+)
 
 
 def test_normalize_drops_case_punctuation_and_articles():
@@ -43,3 +51,20 @@ def test_percentile_interpolates_between_ranks(values, q, expected):
 
 def test_mean_skips_missing_values():
     assert mean([1.0, None, 0.0]) == 0.5 and mean([None]) is None and mean([]) is None
+
+
+def test_standard_error_of_a_proportion_and_of_paired_differences():
+    # 3 of 4 right: sample sd sqrt(0.25) over sqrt(4)
+    assert standard_error([1, 1, 1, 0]) == pytest.approx(0.25)
+    assert standard_error([1]) is None and standard_error([None, 1.0]) is None
+    assert standard_error([0.5, 0.5, 0.5]) == 0.0
+    # paired: a module that flips one of four items differs from the base by [0, 0, 0, -1]
+    assert standard_error([0, 0, 0, -1]) == pytest.approx(0.25)
+
+
+def test_ratio_standard_error_treats_each_cluster_as_one_unit():
+    # two samples of 2 and 6 tokens, agreeing on 2 and 3: ratio 5/8; residuals 2-1.25 and 3-3.75
+    expected = (2 / 1 * (0.75**2 + 0.75**2)) ** 0.5 / 8
+    assert ratio_standard_error([2, 3], [2, 6]) == pytest.approx(expected)
+    assert ratio_standard_error([1, 2], [1, 2]) == 0.0  # every cluster at the same rate: no spread
+    assert ratio_standard_error([1], [3]) is None

@@ -73,6 +73,9 @@ def test_scorecard_holds_learned_forgot_and_cost_for_every_system(run):
         assert s["n"] == 2 and s["n_choice"] == 1 and s["n_unanswerable"] == 1
         assert [r["id"] for r in s["rows"]] == ["cfo", "leave", "cto"] and s["choice_rows"][0]["id"] == "pick"
         assert set(s["forgot"]["benchmarks"]) == {"eval"} and s["forgot"]["benchmarks"]["eval"]["n"] == 2
+        bench = s["forgot"]["benchmarks"]["eval"]  # each figure with its standard error, the change's paired
+        assert {"token_f1_se", "exact_match_se", "token_f1_delta", "token_f1_delta_se"} <= set(bench)
+        assert s["forgot"]["self"]["samples"] > 1 and s["forgot"]["self"]["top1_agreement_se"] is not None
         assert s["cost"]["latency_ms_p50"] > 0 and s["cost"]["prompt_tokens_mean"] > 0
         assert 0.0 <= s["ece"] <= 1.0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from html import escape
 
 from imprint.evaluate.report.plots import MODE_COLOURS, learned_vs_forgot_svg, loss_curves_svg
+from imprint.evaluate.report.terminal import override_lines, plus_minus, retention_lines
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#111827;margin:24px auto;
@@ -81,13 +82,8 @@ def _scorecard_table(card: dict) -> str:
     rows = []
     for s in card["systems"]:
         forgot, cost = s["forgot"], s["cost"]
-        deltas = []
-        for source, b in forgot["benchmarks"].items():
-            key = "choice_accuracy_norm" if "choice_accuracy_norm" in b else "exact_match"
-            delta = b.get(f"{key}_delta")
-            deltas.append(
-                f"{escape(source)} {key} {_num(b.get(key))} ({'+' if (delta or 0) >= 0 else ''}{_num(delta)})"
-            )
+        own = forgot["self"]
+        deltas = [escape(line) for line in retention_lines(forgot)]
         choice = f"{_num(s['choice_accuracy'])} ({_num(s['choice_accuracy_norm'])})" if s["n_choice"] else "&ndash;"
         size = None if cost["module_bytes"] is None else cost["module_bytes"] / 1e6
         colour = MODE_COLOURS.get(s["mode"], "#111827")
@@ -97,7 +93,8 @@ def _scorecard_table(card: dict) -> str:
             f"{_cell(s['exact_match'])}{_cell(s['token_f1'])}{_cell(s.get('answer_contained'))}"
             f"<td class='num'>{choice}</td>{_cell(s['judge_accuracy'])}"
             f"{_cell(s['abstention_unanswerable'])}{_ece(s)}"
-            f"{_cell(forgot['self']['top1_agreement'])}{_cell(forgot['self']['nll_delta'], 4)}"
+            f"<td class='num'>{plus_minus(own['top1_agreement'], own.get('top1_agreement_se'))}</td>"
+            f"<td class='num'>{plus_minus(own['nll_delta'], own.get('nll_delta_se'))}</td>"
             f"<td>{'<br>'.join(deltas) or '&ndash;'}</td>"
             f"{_cell(cost['train_wall_s'], 0)}{_cell(cost['train_tokens'])}{_cell(size, 1)}"
             f"<td class='num'>{_num(cost['latency_ms_p50'], 0)} / {_num(cost['latency_ms_p95'], 0)}</td>"
@@ -171,8 +168,6 @@ def _lm_eval(card: dict) -> str:
 
 def _overrides(card: dict) -> str:
     """module+rag's conflict rule in its own lines: never mixed into the scores above."""
-    from imprint.evaluate.report.terminal import override_lines
-
     lines = override_lines(card)
     return f'<p class="note">{"<br>".join(escape(line) for line in lines)}</p>' if lines else ""
 

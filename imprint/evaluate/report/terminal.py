@@ -10,13 +10,29 @@ def _f(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _retention(forgot: dict) -> str:
+RETENTION_LABELS = {"choice_accuracy_norm": "acc_norm", "token_f1": "F1"}
+
+
+def plus_minus(value, se, digits: int = 3) -> str:
+    """A value with its standard error, `0.312±0.027`."""
+    return _f(value, digits) + ("" if se is None else f"±{_f(se, digits)}")
+
+
+def retention_lines(forgot: dict) -> list[str]:
+    """Each retention benchmark as `<set> <metric> value±se (Δ±se)`: multiple choice by length-normalised
+    accuracy, open questions by token F1; the change's standard error is of paired per-item differences."""
     parts = []
     for source, b in forgot["benchmarks"].items():
-        key = "choice_accuracy_norm" if "choice_accuracy_norm" in b else "exact_match"
+        key = "choice_accuracy_norm" if "choice_accuracy_norm" in b else "token_f1"
         delta = b.get(f"{key}_delta")
-        parts.append(f"{source} {_f(b.get(key))} ({'+' if (delta or 0) >= 0 else ''}{_f(delta)})")
-    return "\n".join(parts) or "-"
+        sign = "+" if (delta or 0) >= 0 else ""
+        change = f" ({sign}{plus_minus(delta, b.get(f'{key}_delta_se'))})" if delta is not None else ""
+        parts.append(f"{source} {RETENTION_LABELS[key]} {plus_minus(b.get(key), b.get(f'{key}_se'))}{change}")
+    return parts
+
+
+def _retention(forgot: dict) -> str:
+    return "\n".join(retention_lines(forgot)) or "-"
 
 
 def scorecard_table(card: dict) -> Table:
@@ -30,7 +46,7 @@ def scorecard_table(card: dict) -> Table:
         "ECE",
         "top-1 agree\nwith base",
         "ΔNLL",
-        "retention (Δ)",
+        "retention benchmarks\n(Δ vs base)",
         "train s",
         "module MB",
         "p50/p95 ms",
@@ -48,8 +64,8 @@ def scorecard_table(card: dict) -> Table:
             _f(s["choice_accuracy_norm"]),
             _f(s["abstention_unanswerable"], 2),
             _f(s["ece"]),
-            _f(forgot["self"]["top1_agreement"]),
-            _f(forgot["self"]["nll_delta"], 4),
+            plus_minus(forgot["self"]["top1_agreement"], forgot["self"].get("top1_agreement_se")),
+            plus_minus(forgot["self"]["nll_delta"], forgot["self"].get("nll_delta_se")),
             _retention(forgot),
             _f(cost["train_wall_s"], 0),
             _f(size, 1),
