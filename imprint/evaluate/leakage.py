@@ -26,6 +26,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from imprint.errors import ImprintError, NotFoundError
 from imprint.evaluate.evalset import EvalItem
 from imprint.evaluate.metrics import normalize
 from imprint.synth.records import SynthRecord, read_records
@@ -103,15 +104,42 @@ def find_leaks(
     return leaks
 
 
+def lineage(ws, manifest: dict) -> list[dict]:
+    """`manifest` and the manifests of the versions its weights descend from (parent, grandparent, ...): an update
+    starts from its parent's weights, so what the parent trained on is in the child too."""
+    chain = [manifest]
+    while (parent := chain[-1].get("parent")) is not None:
+        label = f"{chain[-1]['name']}@{chain[-1]['version']}"
+        try:
+            entry = ws.get_module(chain[-1]["name"], int(parent))
+        except NotFoundError:
+            raise ImprintError(
+                f"module {label} descends from version {parent}, which is not in this workspace: the data its "
+                "weights learned cannot be checked for leakage"
+            ) from None
+        if any(m["version"] == entry.version for m in chain):  # a corrupt lineage must not loop forever
+            raise ImprintError(f"module {label}'s lineage loops back to version {entry.version}")
+        chain.append(entry.manifest)
+    return chain
+
+
 def training_records(ws, manifests: list[dict]) -> dict[str, list[SynthRecord]]:
-    """The synthetic records each module trained on, by dataset (deduplicated across modules)."""
+    """The synthetic records each module's weights learned, by dataset (deduplicated across modules): its own
+    datasets and replay corpus, and those of every version in its lineage (an update keeps its parent's weights)."""
     from imprint.train.replay import corpus_replay
 
     out: dict[str, list[SynthRecord]] = {}
-    for manifest in manifests:
+    for manifest in (m for top in manifests for m in lineage(ws, top)):
         for name in manifest.get("datasets", []):
-            if name not in out:
+            if name in out:
+                continue
+            try:
                 out[name] = read_records(Path(ws.get_dataset(name).path))
+            except NotFoundError:
+                raise ImprintError(
+                    f"module {manifest['name']}@{manifest['version']} trained on dataset {name!r}, which is gone: "
+                    "the data its weights learned cannot be checked for leakage"
+                ) from None
         replay_corpus = manifest.get("config", {}).get("train", {}).get("replay_corpus")
         replay = manifest.get("config", {}).get("train", {}).get("replay", 0)
         if replay and replay_corpus and Path(replay_corpus).exists() and f"replay:{replay_corpus}" not in out:
