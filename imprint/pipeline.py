@@ -227,12 +227,15 @@ def train_module(
     resume: bool = False,
     start_from=None,
     extra: dict | None = None,
+    verify_on: list[str] | None = None,
 ) -> dict:
     """Train a module of `method` on the named datasets and register it as the next version of `name`.
 
     Progress is checkpointed under `runs/<name>/`; `resume=True` continues an interrupted run from there.
     `start_from` (a `ModuleEntry` of the same method) starts from that version's weights instead of a fresh
     module, with its method settings; it becomes the new version's `parent`. `extra` goes into the manifest.
+    The held-in check samples the corpus records (only those whose ids are in `verify_on`, when given: an update's
+    new records) and compares the module with the base, or with `start_from` when given (see `evaluate/heldin.py`).
     """
     from imprint.train.data import encode_record
     from imprint.train.loop import train
@@ -294,10 +297,13 @@ def train_module(
             )  # fmt: skip
         # forget records never train towards their own text: their labels become the base's most likely tokens too
         examples[n_before_forget:] = [towards_teacher(e) for e in examples[n_before_forget:]]
-    heldin = HeldIn.sample(records[:n_corpus_records], train_config.verify_n, train_config.seed)
-    if not train_config.verify:
-        heldin = None
-    base_heldin = heldin.score(base.model, base.tokenizer) if heldin else None  # before any weight changes
+    pool = records[:n_corpus_records]
+    if verify_on is not None:  # an update: only what is new in this version can show it learned anything
+        wanted = set(verify_on)
+        pool = [r for r in pool if r.id in wanted]
+    heldin = HeldIn.sample(pool, train_config.verify_n, train_config.seed) if train_config.verify else None
+    # the reference: the base before any weight changes, or an update's parent once its weights are loaded below
+    reference = heldin.score(base.model, base.tokenizer) if heldin and start_from is None else None
     drift = forgetting_watch(base, train_config) if train_config.forget_budget else None  # the same
     torch.manual_seed(train_config.seed)  # adapter initialisation is part of the run: seed it like the rest
     if start_from is not None:
@@ -305,6 +311,8 @@ def train_module(
         method_config = build(method_impl.config_class, method, parent_config)
         check_module_files(Path(start_from.path))
         trainable = method_impl.load(base.model, Path(start_from.path), trainable=True)
+        if heldin:  # the parent's own answers, before the first step
+            reference = heldin.score(trainable, base.tokenizer)
     else:
         corpus_text = "\n\n".join(c.text for c in ws.chunks(collection=collection))
         trainable = method_impl.attach(base.model, method_config, tokenizer=base.tokenizer, corpus_text=corpus_text)
@@ -331,7 +339,8 @@ def train_module(
             distill=distill,
         )
     check_trained(trainable, f"module {name}")  # the loop skips non-finite steps; never save what slipped past
-    verdict = heldin.verdict(base_heldin, heldin.score(trainable, base.tokenizer)) if heldin else None
+    parent = f"{start_from.name}@{start_from.version}" if start_from is not None else None
+    verdict = heldin.verdict(reference, heldin.score(trainable, base.tokenizer), parent) if heldin else None
     version = ws.next_module_version(name)
     directory = ws.module_dir(name, version)
     if verdict and not verdict["passed"]:
@@ -366,8 +375,9 @@ def train_module(
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
     if verdict and not verdict["passed"]:
         checkpoint.unlink(missing_ok=True)
+        beyond = f" beyond {parent}" if parent else ""
         raise TrainingError(
-            f"training failed: module {name} learned nothing measurable ({describe(verdict)}); it was not "
+            f"training failed: module {name} learned nothing measurable{beyond} ({describe(verdict)}); it was not "
             f"registered (files kept in {directory}). Try more epochs (train.epochs), a higher train.lr, or "
             "check the synthetic data (imprint synth --show 10)"
         )

@@ -15,7 +15,8 @@ model's own next-token predictions and never towards their text. That is approxi
 exact path for a deletion (no weight ever saw the text).
 
 Each version records its parent version, corpus version, collection, datasets, method, the documents it trained
-on and its held-in figure; `imprint rollback name@N` makes an older version current (what a bare `name`
+on and its held-in figure (an update's: recall of its new records, against its parent; see
+`evaluate/heldin.py`); `imprint rollback name@N` makes an older version current (what a bare `name`
 resolves to, in the CLI and the server), and `diff_answers` lists the questions two versions answer differently.
 """
 
@@ -223,6 +224,7 @@ def update_module(ws, spec: str, overrides: dict | None = None, from_scratch: bo
         overrides,
         start_from=None if from_scratch else parent,
         extra={"update": info},
+        verify_on=None if from_scratch else [r.id for r in new],  # held in: the new records, against the parent
     )
 
 

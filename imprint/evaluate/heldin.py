@@ -7,6 +7,12 @@ match against the records' answers. A module that does no better than the base f
 says (a silent NaN, a learning rate that never moved the adapter, a method that cannot hold the data). Sets
 without question-answer records (raw text) are checked by the mean next-token loss of a sample of their texts.
 
+An update (`imprint update`) starts from its parent's weights, which already beat the base on everything the
+parent learned: comparing it with the base would pass an update that learned nothing new. So an update is checked
+on a sample of its *new* records only (those of added and changed documents, and the change statements), against
+its parent scored the same way before training, and must beat the parent by the same margin. An update with no new
+records (only removals) has nothing new to check.
+
 This is recall of training data, not the held-out accuracy `imprint eval` measures.
 """
 
@@ -56,24 +62,34 @@ class HeldIn:
             }
         return {"nll": round(_mean_nll(model, tokenizer, [r.text for r in self.records]), 4)}
 
-    def verdict(self, base: dict, module: dict) -> dict:
-        """The figure recorded in the module's manifest: both scores, and whether the module passed."""
+    def verdict(self, reference: dict, module: dict, parent: str | None = None) -> dict:
+        """The figure recorded in the module's manifest: both scores, and whether the module passed. `reference` is
+        the base's score, or, for an update, its parent's (`parent`: "name@N"), recorded under "parent"."""
         if self.kind == "qa":
-            passed = module["f1"] >= base["f1"] + F1_MARGIN
+            passed = module["f1"] >= reference["f1"] + F1_MARGIN
         else:
-            passed = module["nll"] <= base["nll"] - NLL_MARGIN
-        return {"kind": self.kind, "n": len(self.records), "base": base, "module": module, "passed": passed}
+            passed = module["nll"] <= reference["nll"] - NLL_MARGIN
+        against = {"parent": reference, "against": parent} if parent else {"base": reference}
+        return {"kind": self.kind, "n": len(self.records), **against, "module": module, "passed": passed}
 
 
 def describe(verdict: dict) -> str:
-    """One line: 'held-in recall on 32 training questions: module F1 0.85 (EM 0.81) vs base 0.05 (EM 0.00)'."""
-    base, module, n = verdict["base"], verdict["module"], verdict["n"]
+    """One line: 'held-in recall on 32 training questions: module F1 0.85 (EM 0.81) vs base 0.05 (EM 0.00)'; an
+    update's: 'held-in recall on 12 new training questions: module F1 0.60 (EM 0.50) vs parent m@1 F1 0.10 ...'."""
+    module, n = verdict["module"], verdict["n"]
+    if "parent" in verdict:
+        reference, what, new = verdict["parent"], f"parent {verdict['against']}", "new "
+    else:
+        reference, what, new = verdict["base"], "base", ""
     if verdict["kind"] == "qa":
         return (
-            f"held-in recall on {n} training questions: module F1 {module['f1']:.2f} (EM {module['em']:.2f}) "
-            f"vs base F1 {base['f1']:.2f} (EM {base['em']:.2f})"
+            f"held-in recall on {n} {new}training questions: module F1 {module['f1']:.2f} (EM {module['em']:.2f}) "
+            f"vs {what} F1 {reference['f1']:.2f} (EM {reference['em']:.2f})"
         )
-    return f"held-in loss on {n} training texts: module {module['nll']:.3f} vs base {base['nll']:.3f} nats/token"
+    return (
+        f"held-in loss on {n} {new}training texts: module {module['nll']:.3f} vs {what} {reference['nll']:.3f} "
+        "nats/token"
+    )
 
 
 @torch.inference_mode()
