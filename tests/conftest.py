@@ -1,6 +1,7 @@
-"""Fixtures shared by the command-line tests."""
+"""Fixtures shared by the command-line tests, and the CI skip policy (tests/skip_policy.py)."""
 
 import pytest
+from skip_policy import pytest_configure, pytest_sessionfinish, pytest_terminal_summary  # noqa: F401  (hooks)
 
 
 @pytest.fixture
