@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from imprint import registry
+from imprint import flags, registry
 from imprint.answer import MODES
 from imprint.errors import ImprintError, ImprintWarning
 from imprint.models import DEFAULT_MODEL
@@ -153,13 +153,13 @@ def _print_gates(manifest: dict) -> None:
 def cmd_train(args) -> None:
     from imprint import pipeline
 
+    overrides = _overrides(args)
+    pipeline.resolve_train_configs(args.method, overrides)  # a bad setting fails before anything else
     ws = _workspace(args)
     datasets = args.data or [d.name for d in ws.datasets()][-1:]
     if not datasets:
         raise ImprintError("no synthetic dataset yet: run `imprint synth` first")
-    manifest = pipeline.train_module(
-        ws, datasets, args.name, args.method, args.model, _overrides(args), resume=args.resume
-    )
+    manifest = pipeline.train_module(ws, datasets, args.name, args.method, args.model, overrides, resume=args.resume)
     _print_module(manifest)
 
 
@@ -200,6 +200,9 @@ def cmd_learn(args) -> None:
     pipeline.resolve_synth_config(args.strategy, synth_overrides)  # fail on a typo before any slow work
     pipeline.resolve_train_configs(args.method, train_overrides)
     ws = _workspace(args)
+    dataset = f"{args.name}-{args.strategy}"
+    ws.check_name("module", args.name, args.collection)  # another collection's module or data: refused, untouched
+    ws.check_name("dataset", dataset, args.collection)
     report = pipeline.add(ws, args.paths, model=args.model, collection=args.collection)
     console.print(
         f"ingest: {len(report.added)} added, {len(report.updated)} updated, "
@@ -209,7 +212,7 @@ def cmd_learn(args) -> None:
     data = pipeline.synth(
         ws,
         args.strategy,
-        f"{args.name}-{args.strategy}",
+        dataset,
         synth_overrides,
         generator=args.generator,
         tokens=args.tokens,
@@ -233,17 +236,11 @@ def _retrieval(args):
     return build(RetrievalConfig, "retrieval", overrides.get("retrieval", {}))
 
 
-def _check_k(k: int | None) -> None:
-    if k is not None and k < 1:
-        raise ImprintError(f"-k must be at least 1 (chunks to retrieve), got {k}")
-
-
 def cmd_ask(args) -> None:
     from imprint.answer import Answerer
 
     if not args.question.strip():
         raise ImprintError("the question is empty: ask something, e.g. imprint ask 'Who is the CFO?'")
-    _check_k(args.k)
     mode = args.mode or ("module" if args.module else "rag")
     retrieval = _retrieval(args)
     answerer = Answerer(_workspace(args), mode, args.module, args.model, args.k, retrieval, args.collection)
@@ -277,13 +274,13 @@ def cmd_ask(args) -> None:
 
 def cmd_calibrate(args) -> None:
     from imprint.answer import Answerer
-    from imprint.evaluate.calibration import calibrate
+    from imprint.evaluate.calibration import calibrate, check_items
     from imprint.evaluate.evalset import load_eval_set
 
-    _check_k(args.k)
-    ws = _workspace(args)
     retrieval = _retrieval(args)
     items = [i for path in args.questions for i in load_eval_set(path)]
+    check_items(items)
+    ws = _workspace(args)
     table = Table(
         "system",
         "questions",
@@ -297,13 +294,16 @@ def cmd_calibrate(args) -> None:
         title="calibration (5-fold cross-validated)",
     )
     for mode in args.mode or ["rag"]:
-        answerer = Answerer(ws, mode, args.module, args.model, k=args.k, retrieval=retrieval)
+        # fitted on, stored for and applied to one collection: --collection, else the module's, else default
+        answerer = Answerer(
+            ws, mode, args.module, args.model, k=args.k, retrieval=retrieval, collection=args.collection
+        )
         with Bar(f"calibrate {answerer.system}", unit="questions") as bar:
             cal = calibrate(answerer, items, args.questions, args.f1, args.max_abstain, progress=bar.update)
         r = cal.report
         pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
         table.add_row(
-            answerer.system,
+            f"{answerer.system} ({answerer.collection})",
             str(r["n"]),
             str(r["n_unanswerable"]),
             f"{r['exact_match']:.3f}",
@@ -319,10 +319,16 @@ def cmd_calibrate(args) -> None:
 def cmd_eval(args) -> None:
     import shlex
 
+    from imprint.config import build, check_sections
     from imprint.evaluate.report import write_report
     from imprint.evaluate.report.terminal import print_scorecard
     from imprint.evaluate.run import EvalOptions, evaluate
+    from imprint.evaluate.scope import module_collections, run_collection
+    from imprint.synth.generators import GeneratorConfig
 
+    overrides = _overrides(args)  # settings checked before any work: eval takes generator.* only
+    check_sections(overrides, {"generator"})
+    build(GeneratorConfig, "generator", overrides.get("generator", {}))
     modes = tuple(m.strip() for m in args.systems.split(",")) if args.systems else MODES
     if args.no_base:
         modes = tuple(m for m in modes if m != "base")
@@ -340,13 +346,15 @@ def cmd_eval(args) -> None:
         from imprint.evaluate.judge import openai_judge
 
         judge = openai_judge(args.judge_url, args.judge_model)
-    ws = _workspace(args)
     questions = list(args.questions)
-    if args.generate_questions:
-        questions.append(_generated_questions(ws, args))
-    if not questions:
+    if not questions and not args.generate_questions:
         raise ImprintError("give eval sets (JSONL) or --generate-questions N")
-    card = evaluate(ws, questions, args.module or [], model=args.model, options=options, judge=judge)
+    ws = _workspace(args)
+    modules = args.module or []
+    collection = run_collection(ws, module_collections(ws, modules), args.collection)  # see evaluate/scope.py
+    if args.generate_questions:
+        questions.append(_generated_questions(ws, args, collection))
+    card = evaluate(ws, questions, modules, model=args.model, options=options, judge=judge, collection=args.collection)
     card["command"] = "imprint " + shlex.join(args.raw_argv)
     card_path, html_path = write_report(card, ws.root / "reports" / f"eval-{card_id()}")
     if args.json:
@@ -357,8 +365,8 @@ def cmd_eval(args) -> None:
     console.print(f"[dim]scorecard: {card_path}\nreport:    {html_path}[/dim]")
 
 
-def _generated_questions(ws, args) -> str:
-    """Write eval questions generated from the corpus (see imprint/evaluate/generate.py); returns the file."""
+def _generated_questions(ws, args, collection: str) -> str:
+    """Write eval questions generated from `collection` (see imprint/evaluate/generate.py); returns the file."""
     from imprint.config import build, check_sections
     from imprint.evaluate.generate import generate_eval_items, write_generated
     from imprint.synth.generators import GeneratorConfig, make_generator
@@ -368,7 +376,7 @@ def _generated_questions(ws, args) -> str:
     values = dict(overrides.get("generator", {}))
     values.update({k: v for k, v in (("base_url", args.base_url), ("model", args.generator_model)) if v})
     generator = make_generator(args.generator, build(GeneratorConfig, "generator", values), default_model=args.model)
-    items, rejected = generate_eval_items(ws, generator, args.generate_questions)
+    items, rejected = generate_eval_items(ws, generator, args.generate_questions, collection=collection)
     path = write_generated(ws, items)
     dropped = ", ".join(f"{k} {v}" for k, v in rejected.items() if v) or "none"
     console.print(f"generated {len(items)} eval questions into {path} (dropped: {dropped})")
@@ -448,9 +456,14 @@ def cmd_update(args) -> None:
 
 
 def cmd_rollback(args) -> None:
-    name, at, version = args.module.partition("@")
-    if not at or not version:
-        raise ImprintError(f"rollback needs a version: {name}@N (`imprint modules` lists them)")
+    from imprint import refs
+
+    try:
+        ref = refs.parse(args.module)
+    except refs.BadModuleRef as exc:
+        raise ImprintError(str(exc)) from None
+    if ref.version is None:
+        raise ImprintError(f"rollback needs a version: {ref.name}@N (`imprint modules` lists them)")
     ws = _workspace(args)
     entry = ws.module(args.module)  # unknown or malformed versions fail here, before anything changes
     ws.set_current_module(entry.name, entry.version)
@@ -530,7 +543,7 @@ def cmd_export(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imprint", description=__doc__.splitlines()[0])
+    parser = flags.Parser(prog="imprint", description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", help="workspace directory (default: $IMPRINT_HOME or ./.imprint)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -589,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
         "writes)",
     )
     p.add_argument("--name", help="dataset name (default: the strategy's name)")
-    p.add_argument("--show", type=int, default=0, metavar="N", help="print N sample records")
+    p.add_argument("--show", type=flags.whole, default=0, metavar="N", help="print N sample records")
     collection_flag(p, what="the collection whose documents to synthesise from (default: default)")
     generator_flags(p)
     model_flag(p)
@@ -632,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=MODES,
         help="base, icl (whole corpus in context), rag, module, module+rag (default: module with --module, else rag)",
     )
-    p.add_argument("-k", type=int, default=None, help="chunks to retrieve (default 4)")
+    p.add_argument("-k", type=flags.whole, default=None, help="chunks to retrieve (default 4)")
     p.add_argument("--json", action="store_true", help="print {answer, confidence, evidence, mode, ...} as JSON")
     collection_flag(p, None, "retrieve from this collection (default: the module's own, else default)")
     model_flag(p)
@@ -643,11 +656,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("questions", nargs="+", help="JSONL eval sets; items with answerable:false teach abstention")
     p.add_argument("--mode", action="append", choices=MODES, help="mode(s) to calibrate (repeatable; default rag)")
     p.add_argument("--module", help="module for module modes")
-    p.add_argument("-k", type=int, default=None, help="chunks to retrieve (default 4)")
-    p.add_argument("--f1", type=float, default=0.5, help="an answer counts as right at this token F1 (default 0.5)")
+    p.add_argument("-k", type=flags.whole, default=None, help="chunks to retrieve (default 4)")
     p.add_argument(
-        "--max-abstain", type=float, default=0.1, help="abstain on at most this share of answerable questions"
+        "--f1", type=flags.number, default=0.5, help="an answer counts as right at this token F1 (default 0.5)"
     )
+    p.add_argument(
+        "--max-abstain", type=flags.number, default=0.1, help="abstain on at most this share of answerable questions"
+    )
+    collection_flag(p, None, "fit on, and store for, this collection's answers (default: the module's, else default)")
     model_flag(p)
     config_flags(p)
     p.set_defaults(func=cmd_calibrate)
@@ -657,19 +673,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--module", action="append", help="module to score (repeatable)")
     p.add_argument("--systems", help="comma list of base,icl,rag,module,module+rag (default: all)")
     p.add_argument("--no-base", action="store_true", help="do not score the base system (still the reference)")
-    p.add_argument("--retain-limit", type=int, help="sample N items of each retention eval set (seeded)")
-    p.add_argument("--retention-samples", type=int, default=32, help="base-model samples for self-retention")
+    p.add_argument("--retain-limit", type=flags.whole, help="sample N items of each retention eval set (seeded)")
+    p.add_argument("--retention-samples", type=flags.whole, default=32, help="base-model samples for self-retention")
     p.add_argument("--lm-eval", metavar="TASKS", help="comma list of lm-evaluation-harness tasks (if installed)")
-    p.add_argument("--lm-eval-limit", type=int, help="items per lm-evaluation-harness task")
+    p.add_argument("--lm-eval-limit", type=flags.whole, help="items per lm-evaluation-harness task")
     p.add_argument("--lm-eval-include", metavar="DIR", help="folder of your own lm-evaluation-harness task YAMLs")
     p.add_argument("--judge-url", help="OpenAI-compatible base URL of an LLM judge (e.g. http://127.0.0.1:8000/v1)")
     p.add_argument("--judge-model", default="", help="model the judge endpoint serves (default: its only one)")
     p.add_argument("--allow-leakage", action="store_true", help="score even if eval questions are in training data")
     p.add_argument("--json", action="store_true", help="print {system: {exact_match, token_f1, n}}")
-    p.add_argument("--generate-questions", type=int, metavar="N", help="also ask N questions a generator writes")
+    p.add_argument(
+        "--generate-questions", type=flags.whole, metavar="N", help="also ask N questions a generator writes"
+    )
     p.add_argument("--generator", default="openai", help="generator for --generate-questions: openai or local")
     p.add_argument("--base-url", help="shorthand for --set generator.base_url=URL")
     p.add_argument("--generator-model", help="shorthand for --set generator.model=NAME")
+    collection_flag(
+        p,
+        None,
+        "what base, icl and rag read and questions are generated from (default: the modules' collection, "
+        "else default); module systems always read their module's",
+    )
     config_flags(p)
     model_flag(p)
     p.set_defaults(func=cmd_eval)
@@ -702,10 +726,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve the base model and every module over an OpenAI-compatible API")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=flags.whole, default=8000)
     p.add_argument("--keys", help="tenants YAML: API keys -> owned collections and limits (default: open)")
-    p.add_argument("--max-loaded-mb", type=float, help="memory budget for loaded modules (LRU beyond it)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--max-loaded-mb", type=flags.number, help="memory budget for loaded modules (LRU beyond it)")
+    p.add_argument("--threads", type=flags.whole, help="torch CPU threads (default: torch's choice)")
     model_flag(p)
     config_flags(p)
     p.set_defaults(func=cmd_serve)
@@ -737,6 +761,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = warnings.showwarning
     warnings.showwarning = _one_line_warnings(previous)
     try:
+        flags.check(args)  # numbers in range before any verb reads or stores anything
         args.func(args)
     except ImprintError as exc:
         err.print(f"imprint: error: {exc}", markup=False, highlight=False, soft_wrap=True)

@@ -8,6 +8,7 @@ names it. The resolved config is saved with each artifact.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,10 @@ from imprint.errors import ConfigError
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """`value` as the field's type. Numbers are ASCII and finite: `int('١')` is 1 and `float('nan')` passes every
+    `x <= 0` check, so neither may reach a config (a NaN learning rate trains nothing, after data was stored)."""
+    if isinstance(value, float) and not math.isfinite(value):  # from YAML: .nan, .inf
+        raise ConfigError(f"bad value for {key}: {value} is not a finite number")
     if not isinstance(value, str):
         return value
     kind = (
@@ -27,9 +32,14 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
             if value.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(value)
-        return kind(value)
+        if kind in (int, float) and not value.isascii():
+            raise ValueError(value)
+        coerced = kind(value)
     except ValueError:
         raise ConfigError(f"bad value for {key}: {value!r} is not a {kind.__name__}") from None
+    if isinstance(coerced, float) and not math.isfinite(coerced):
+        raise ConfigError(f"bad value for {key}: {value!r} is not a finite number")
+    return coerced
 
 
 def build(cls: type, section: str, values: dict[str, Any]):

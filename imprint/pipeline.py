@@ -74,6 +74,7 @@ def synth(
     t0 = time.perf_counter()
     name = name or strategy
     directory = ws.data_dir(name)
+    ws.check_name("dataset", name, collection)  # another collection's dataset is never overwritten
     extra: dict = {}
     if is_generative(cls):
         records, extra = _synth_with_generator(
@@ -242,6 +243,7 @@ def train_module(
 
     method_impl, method_config, train_config = resolve_train_configs(method, overrides)
     collection = dataset_collection(ws, datasets)
+    ws.check_name("module", name, collection)  # before any checkpoint under runs/<name>/ is written
     records, forget = [], []
     for dataset in datasets:
         entry = ws.get_dataset(dataset)

@@ -162,6 +162,8 @@ def update_module(ws, spec: str, overrides: dict | None = None, from_scratch: bo
             f"drop the {method}.* settings, or pass --from-scratch"
         )
     config = build(UpdateConfig, "update", overrides.pop("update", {}))
+    pipeline.resolve_train_configs(method, overrides)  # a bad train.* key or value fails before anything else
+    ws.check_name("module", parent.name, parent.collection)
     changes = corpus_changes(ws, manifest)
     if not changes.any and not from_scratch:
         raise ImprintError(
@@ -311,6 +313,7 @@ def _write_dataset(ws, name: str, strategy: tuple[str, dict], records, collectio
     from imprint.synth.records import write_forget, write_records
 
     directory = ws.data_dir(name)
+    ws.check_name("dataset", name, collection)  # never overwrite another collection's dataset
     manifest = {
         "name": name,
         "strategy": strategy[0],

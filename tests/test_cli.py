@@ -189,7 +189,7 @@ def test_ask_modes_calibrate_and_retrieval_settings(ws_dir, corpus, tmp_path, ca
     assert main(["calibrate", str(questions), "--mode", "rag", "--mode", "base"]) == 0
     out = capsys.readouterr().out
     assert "rag" in out and "base" in out and "ECE" in out
-    saved = json.loads((ws_dir / "calibration" / "rag.json").read_text())
+    saved = json.loads((ws_dir / "calibration" / "default" / "rag.json").read_text())  # per collection
     assert saved["report"]["n"] == 10 and saved["report"]["n_unanswerable"] == 4
     # ask now uses the fitted calibration: no "uncalibrated" note
     assert main(["ask", "Who is the CFO?", "--mode", "rag"]) == 0

@@ -348,8 +348,8 @@ class Answerer:
             )
         self.corpus = [(d.title, d.text) for d in documents] if mode == "icl" else None
         self.system = system_name(mode, self.label)
-        self.root = ws.root  # where its calibration is kept
-        self.calibration = load_calibration(ws.root, self.system, mode)
+        self.root = ws.root  # where its calibration is kept (per collection: fitted on that collection's evidence)
+        self.calibration = load_calibration(ws.root, self.system, mode, self.collection)
 
     def __call__(self, questions: list[str], progress=None, max_new_tokens: int = 24) -> list[Answer]:
         return answer_questions(

@@ -67,14 +67,29 @@ def uncalibrated(system: str) -> Calibration:
     return Calibration(system, None, None, 0.5, {"calibrated": False})
 
 
-def calibration_path(ws_root: Path, system: str) -> Path:
-    return ws_root / "calibration" / f"{system.replace('/', '_')}.json"
+def calibration_path(ws_root: Path, system: str, collection: str = "default") -> Path:
+    """Where `system`'s calibration for answers read from `collection` is kept: `calibration/<collection>/`. A fit
+    holds the relevance and support of that collection's evidence, so it applies there and nowhere else."""
+    return _folder(ws_root, collection) / f"{system.replace('/', '_')}.json"
 
 
-def load_calibration(ws_root: Path, system: str, mode: str) -> Calibration:
-    """The calibration of this exact system (e.g. `module+rag:facts@2`), else of its mode, else none."""
-    for key in (system, mode):
-        path = calibration_path(ws_root, key)
-        if path.is_file():
-            return Calibration.load(path)
+def _folder(ws_root: Path, collection: str) -> Path:
+    from imprint.workspace.db import safe_name
+
+    return ws_root / "calibration" / safe_name(collection, "collection")
+
+
+def load_calibration(ws_root: Path, system: str, mode: str, collection: str = "default") -> Calibration:
+    """The calibration of this exact system (e.g. `module+rag:facts@2`), else of its mode, fitted on `collection`;
+    else none. Files of workspaces from before calibrations were kept per collection (`calibration/<system>.json`)
+    were fitted on the default collection's passages (or a module's own), and are read for the default collection
+    only."""
+    folders = [_folder(ws_root, collection)]
+    if collection == "default":
+        folders.append(ws_root / "calibration")
+    for folder in folders:
+        for key in (system, mode):
+            path = folder / f"{key.replace('/', '_')}.json"
+            if path.is_file():
+                return Calibration.load(path)
     return uncalibrated(system)

@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from imprint.answer.calibration import Calibration, calibration_path, features, load_calibration, predict, uncalibrated
+from imprint.errors import ImprintError
 
 __all__ = ["Calibration", "calibrate", "calibration_path", "expected_calibration_error", "features",
            "fit_calibration", "load_calibration", "uncalibrated"]  # fmt: skip
@@ -108,12 +109,22 @@ def _rate(mask: np.ndarray) -> float | None:
     return round(float(mask.mean()), 4) if mask.size else None
 
 
+def check_items(items) -> None:
+    """Calibration fits P(right) on answerable questions with their answers: a set without one cannot be fitted."""
+    if not any(i.answers for i in items):
+        raise ImprintError(
+            f"none of the {len(items)} questions has an answer to score against: calibration needs answerable "
+            "questions (with `answers`); unanswerable ones only teach abstention beside them"
+        )
+
+
 def calibrate(answerer, items, eval_paths: list, min_f1: float = 0.5, max_answerable_abstain: float = 0.1,
               progress=None) -> Calibration:  # fmt: skip
     """`imprint calibrate` for one system: answer `items` with `answerer` (an `imprint.answer.Answerer`) on raw
-    signals, fit, record what it was fitted on, and save it where answering finds it."""
+    signals, fit, record what it was fitted on, and save it where answering finds it (per collection)."""
     from imprint.evaluate.metrics import exact_match, token_f1
 
+    check_items(items)
     answerer.calibration = None  # fit on raw signals, not on a previous calibration's output
     answers = answerer([i.question for i in items], progress=progress)
     rows = [
@@ -135,5 +146,6 @@ def calibrate(answerer, items, eval_paths: list, min_f1: float = 0.5, max_answer
             "token_f1": round(sum(token_f1(a.guess, list(i.answers)) for i, a in scored) / len(scored), 4),
         }
     )
-    cal.save(calibration_path(answerer.root, answerer.system))
+    cal.report["collection"] = answerer.collection
+    cal.save(calibration_path(answerer.root, answerer.system, answerer.collection))
     return cal

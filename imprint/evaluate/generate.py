@@ -45,13 +45,23 @@ def parse_question(completion: str) -> tuple[str, str] | None:
 
 
 def generate_eval_items(
-    ws, generator, n: int = 40, seed: int = 0, max_overlap: float = 0.5, temperature: float = 0.7
+    ws,
+    generator,
+    n: int = 40,
+    seed: int = 0,
+    max_overlap: float = 0.5,
+    temperature: float = 0.7,
+    collection: str = "default",
 ) -> tuple[list[EvalItem], dict]:
-    """Up to `n` generated items (one per sampled chunk) and counts of what was rejected and why."""
-    chunks = ws.chunks()
+    """Up to `n` generated items (one per sampled chunk of `collection`: no other collection's text reaches the
+    generator, which may be an outside endpoint) and counts of what was rejected and why."""
+    chunks = ws.chunks(collection=collection)
     if not chunks:
-        raise ImprintError("the workspace has no documents to generate questions from: run `imprint add PATH`")
-    titles = {d.id: d.title for d in ws.documents()}
+        where = "" if collection == "default" else f" --collection {collection}"
+        raise ImprintError(
+            f"collection {collection!r} has no documents to generate questions from: run `imprint add PATH{where}`"
+        )
+    titles = {d.id: d.title for d in ws.documents(collection=collection)}
     rng = random.Random(seed)
     picked = rng.sample(chunks, min(n, len(chunks))) if n <= len(chunks) else [rng.choice(chunks) for _ in range(n)]
     prompts = [PROMPT.format(title=titles.get(c.doc_id, ""), text=c.text.strip()) for c in picked]

@@ -4,7 +4,8 @@ Systems are (name, mode, module) triples: `base` (closed book), `icl` (whole cor
 (retrieved chunks), each module (closed book) and each `module+rag`. They are grouped by weights: the base model
 is loaded once for base/icl/rag, then each module is attached to a freshly loaded base for module and
 module+rag, so no adapter can leak into the base's scores or be silently missing from a module's (the manifest
-of each module is recorded).
+of each module is recorded). Each system reads one collection, recorded beside its scores: a module's systems
+their module's, the others the run's (`scope.py`).
 
 - learned: exact match, token F1 and "answer contained" on open `learn` questions (completion probes continue
   their prompt as given, and are also reported per probe kind: `by_probe`), log-likelihood choice accuracy on
@@ -35,6 +36,7 @@ from imprint.evaluate.evalset import EvalItem, load_eval_set, load_eval_sets
 from imprint.evaluate.forgetting import compare_to_base, retention_samples, run_lm_eval, score_samples
 from imprint.evaluate.leakage import describe, leakage_report, training_records
 from imprint.evaluate.metrics import answer_contained, exact_match, mean, percentile, standard_error, token_f1
+from imprint.evaluate.scope import module_collections, run_collection
 from imprint.models import DEFAULT_MODEL, load_base
 from imprint.progress import Bar
 
@@ -271,19 +273,24 @@ class EvalOptions:
     allow_leakage: bool = False
 
 
-def _context(ws, specs: list[SystemSpec]) -> dict:
-    """What answering needs, as `imprint ask` loads it: the retriever (every mode: evidence and support; rag modes
-    read its chunks), the corpus for icl, and each system's fitted calibration (or none). Both come from the
-    default collection, so icl and rag read the same corpus."""
+def _context(ws, specs: list[SystemSpec], collections: dict[str, str]) -> dict[str, dict]:
+    """What each system answers with, as `imprint ask` loads it, from the collection it reads (`collections`, by
+    system name; see `scope.py`): that collection's retriever (every mode: evidence and support; rag modes read
+    its chunks), its corpus for icl, and the system's calibration fitted there (or none)."""
     from imprint.retrieval import Retriever
 
-    documents = ws.documents(collection="default")
-    calibrations = {s.name: load_calibration(ws.root, system_name(s.mode, s.module), s.mode) for s in specs}
-    return {
-        "retriever": Retriever.open(ws) if documents else None,
-        "corpus": [(d.title, d.text) for d in documents],
-        "calibrations": calibrations,
+    opened = {}
+    for collection in sorted(set(collections.values())):
+        documents = ws.documents(collection=collection)
+        opened[collection] = {
+            "collection": collection,
+            "retriever": Retriever.open(ws, collection=collection) if documents else None,
+            "corpus": [(d.title, d.text) for d in documents],
+        }
+    calibrations = {
+        s.name: load_calibration(ws.root, system_name(s.mode, s.module), s.mode, collections[s.name]) for s in specs
     }
+    return {s.name: {**opened[collections[s.name]], "calibrations": calibrations} for s in specs}
 
 
 def _choice_prompt(spec: SystemSpec, context: dict):
@@ -352,12 +359,21 @@ def _lm_eval(weights: str, base_ref: dict, options: EvalOptions) -> dict:
 
 
 def evaluate(
-    ws, eval_paths, modules: list[str], model: str = DEFAULT_MODEL, options: EvalOptions | None = None, judge=None
+    ws,
+    eval_paths,
+    modules: list[str],
+    model: str = DEFAULT_MODEL,
+    options: EvalOptions | None = None,
+    judge=None,
+    collection: str | None = None,
 ) -> dict:
-    """Score every system on the same questions; returns the scorecard dict (see the module docstring)."""
+    """Score every system on the same questions; returns the scorecard dict (see the module docstring). Module
+    systems read their module's collection, the others `collection` (see `scope.py`)."""
     from imprint.pipeline import load_module
 
     options = options or EvalOptions()
+    owned = module_collections(ws, modules)
+    run_on = run_collection(ws, owned, collection)  # modules of several collections fail before any loading
     paths = [eval_paths] if isinstance(eval_paths, str | Path) else list(eval_paths)
     items = load_eval_sets(paths, options.retain_limit)
     learn = [i for i in items if i.split == "learn"]
@@ -377,11 +393,11 @@ def evaluate(
         raise ImprintError(f"{describe(leakage)}; fix the eval set, or pass --allow-leakage to score it flagged")
 
     specs = plan_systems(list(manifests), options.modes)
-    context, skipped = _context(ws, specs), {}
-    if not context["retriever"]:
-        for s in specs:
-            if s.mode in RETRIEVAL_MODES or s.mode == "icl":
-                skipped[s.name] = "the workspace has no documents to retrieve or put in context"
+    read = {s.name: owned[s.module] if s.module else run_on for s in specs}  # the collection each system reads
+    contexts, skipped = _context(ws, specs, read), {}
+    for s in specs:
+        if not contexts[s.name]["retriever"] and (s.mode in RETRIEVAL_MODES or s.mode == "icl"):
+            skipped[s.name] = f"collection {read[s.name]!r} has no documents to retrieve or put in context"
     base_ref: dict = {"name": base_name, "manifests": manifests, "module_dirs": module_dirs}
     systems = []
     for weights in ["base", *manifests]:
@@ -395,7 +411,7 @@ def evaluate(
         forgot = _forgot(model_, tokenizer, weights, retain, base_ref, options)
         for spec in group:
             try:
-                result = score_system(spec, model_, tokenizer, learn, context, judge)
+                result = score_system(spec, model_, tokenizer, learn, contexts[spec.name], judge)
             except ImprintError as exc:  # e.g. icl: the corpus does not fit the context window
                 skipped[spec.name] = str(exc)
                 continue
@@ -405,9 +421,10 @@ def evaluate(
                     "mode": spec.mode,
                     "module": spec.module,
                     "weights": weights,
+                    "collection": read[spec.name],
                     **result["learned"],
                     "forgot": forgot,
-                    "calibration": _calibration_summary(context["calibrations"][spec.name], paths),
+                    "calibration": _calibration_summary(contexts[spec.name]["calibrations"][spec.name], paths),
                     "cost": cost_metrics(result["rows"], manifest),
                     "rows": result["rows"],
                     "choice_rows": result["choice_rows"],
@@ -421,6 +438,7 @@ def evaluate(
         "eval_sets": [str(p) for p in paths],
         "eval_set": ", ".join(str(p) for p in paths),
         "base_model": base_name,
+        "collection": run_on,  # what base, icl and rag read; each system's own is in its `collection`
         "n_questions": len(learn),
         "n_retain": len(retain),
         "leakage": leakage,
@@ -447,5 +465,6 @@ def _calibration_summary(calibration, eval_paths: list) -> dict:
 
 
 def _module_summary(manifest: dict) -> dict:
-    keys = ("name", "version", "method", "base_model", "corpus_version", "datasets", "n_records", "module_bytes")
+    keys = ("name", "version", "method", "base_model", "collection", "corpus_version", "datasets", "n_records",
+            "module_bytes")  # fmt: skip
     return {**{k: manifest.get(k) for k in keys}, "metrics": manifest.get("metrics", {})}

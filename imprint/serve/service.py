@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
+from imprint import refs
 from imprint.errors import ImprintError, NotFoundError
 from imprint.inference import Row, Sampling, answer_row, stop_token_ids
 from imprint.methods.integrity import NonFiniteModuleError
@@ -78,11 +79,14 @@ class Service:
             if not tenant.base:
                 raise missing
             return None
-        name = spec.partition("@")[0]
-        if not tenant.allows(name):
+        try:
+            ref = refs.parse(spec)  # '@²', '@١', '@0', '@@'...: as unknown as a module that does not exist
+        except refs.BadModuleRef:
+            raise missing from None
+        if not tenant.allows(ref.name):
             raise missing
         try:
-            entry = self.workspace().module(spec)
+            entry = self.workspace().get_module(ref.name, ref.version)
         except (NotFoundError, ImprintError):
             raise missing from None
         if not tenant.owns(entry.collection):  # trained on another tenant's documents: as if it did not exist
@@ -150,7 +154,7 @@ class Service:
         row decodes in the shared batch beside every other request's; retrieval and evidence run on the
         retrieval thread (the workspace's SQLite connections and the index cache stay there)."""
         from imprint.answer import Generated, answer_prompt, confidence, make_answers, retrieve, system_name
-        from imprint.answer.calibration import load_calibration
+        from imprint.answer.calibration import load_calibration, uncalibrated
 
         if body.n != 1:
             raise APIError(400, "Answers with retrieval or evidence come one at a time: use n=1.", "n")
@@ -165,7 +169,11 @@ class Service:
             if retriever is None and options.retrieval:
                 raise APIError(400, "The workspace has no documents to retrieve from.", "imprint.retrieval")
             hits, search_ms = retrieve(retriever, [question], mode, options.k)
-            return retriever, hits, search_ms, load_calibration(self.root, system_name(mode, label), mode)
+            # a calibration is fitted on one collection's evidence: applied there only, never across a merge
+            system = system_name(mode, label)
+            if len(collections) != 1:
+                return retriever, hits, search_ms, uncalibrated(system)
+            return retriever, hits, search_ms, load_calibration(self.root, system, mode, collections[0])
 
         try:
             retriever, hits, search_ms, calibration = await loop.run_in_executor(self.retrieval_thread, prepare)

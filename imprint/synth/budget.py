@@ -21,7 +21,7 @@ def parse_tokens(value) -> int | None:
     if isinstance(value, int):
         tokens = value
     else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*", str(value))
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*", str(value), re.ASCII)
         if not m:
             raise ConfigError(f"--tokens {value!r}: use a count like 20000, 500k or 1.5M")
         tokens = int(float(m.group(1)) * _SUFFIX[m.group(2).lower()])

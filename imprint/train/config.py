@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -112,8 +113,8 @@ class TrainConfig:
     )
 
     def __post_init__(self):
-        if self.epochs <= 0 or self.lr <= 0:
-            raise ValueError("epochs and lr must be positive")
+        if not (math.isfinite(self.epochs) and math.isfinite(self.lr)) or self.epochs <= 0 or self.lr <= 0:
+            raise ValueError(f"epochs and lr must be finite and positive, got {self.epochs} and {self.lr}")
         if not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("warmup must be in [0, 1) and min_lr_ratio in [0, 1]")
         if not 0 <= self.replay < 1:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -24,14 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from imprint import refs
 from imprint.errors import ImprintError, NotFoundError, WorkspaceError
 from imprint.workspace.migrations import migrate
 
 PutStatus = Literal["added", "updated", "unchanged", "restored"]
 R = TypeVar("R")
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 DEFAULT_COLLECTION = "default"
-MAX_VERSION = 2**63 - 1  # SQLite's INTEGER
+MAX_VERSION = refs.MAX_VERSION
 
 
 @dataclass(frozen=True)
@@ -366,6 +365,7 @@ class Workspace:
         safe_name(name, "dataset")
         safe_name(collection, "collection")
         with self.transaction():
+            self.check_name("dataset", name, collection)
             self.db.execute(
                 "INSERT OR REPLACE INTO datasets (name, path, n_records, corpus_version, manifest_json, created_at, "
                 "collection) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -380,6 +380,20 @@ class Workspace:
                 ),
             )
         return self.get_dataset(name)
+
+    def check_name(self, kind: Literal["module", "dataset"], name: str, collection: str) -> None:
+        """A module or dataset name belongs to one collection in the whole workspace (a bare module name resolves
+        to one current version, and a dataset name is one folder): reusing another collection's name would make
+        its tenant's module or data someone else's. Callers check before they store anything; registering checks
+        again."""
+        table = {"module": "modules", "dataset": "datasets"}[kind]
+        rows = self.db.execute(f"SELECT DISTINCT collection FROM {table} WHERE name = ? ORDER BY 1", (name,))
+        owners = [r[0] for r in rows if r[0] != collection]
+        if owners:
+            raise ImprintError(
+                f"{kind} name {name!r} belongs to collection {owners[0]!r}; names are unique across collections: "
+                f"pick another --name for collection {collection!r}"
+            )
 
     def datasets(self) -> list[DatasetEntry]:
         """All datasets, oldest first (the last one is the most recent)."""
@@ -409,6 +423,7 @@ class Workspace:
         safe_name(name, "module")
         safe_name(collection, "collection")
         with self.transaction():
+            self.check_name("module", name, collection)
             try:
                 self.db.execute(
                     "INSERT INTO modules (name, version, method, base_model, path, corpus_version, manifest_json, "
@@ -457,16 +472,17 @@ class Workspace:
 
     def module(self, spec: str) -> ModuleEntry:
         """The one module resolver: `name` (its current version: `imprint rollback` sets it, else the newest) or
-        `name@version`, with its manifest."""
-        name, _, version = spec.partition("@")
-        if version and not version.isdigit():
-            raise NotFoundError(f"bad module version in {spec!r}: use name@N")
-        return self.get_module(name, int(version) if version else None)
+        `name@version` (read by `imprint.refs`), with its manifest."""
+        try:
+            ref = refs.parse(spec)
+        except refs.BadModuleRef as exc:
+            raise NotFoundError(str(exc)) from None
+        return self.get_module(ref.name, ref.version)
 
     def get_module(self, name: str, version: int | None = None) -> ModuleEntry:
         """A module version; the current one when `version` is None (see `current_versions`)."""
         if version is not None and not 1 <= version <= MAX_VERSION:
-            raise NotFoundError(f"no module {name}@{version}: versions are whole numbers from 1 (`imprint modules`)")
+            raise NotFoundError(f"no module {name}@{version}: versions are whole numbers from 1 to {MAX_VERSION:,}")
         if version is None:
             row = self.db.execute(
                 "SELECT m.* FROM modules m LEFT JOIN module_current c ON c.name = m.name "
@@ -530,6 +546,6 @@ def _database_error(path: Path, exc: sqlite3.DatabaseError) -> WorkspaceError:
 
 def safe_name(name: str, kind: str) -> str:
     """Names become directory names, so they may not climb out of the workspace or hide."""
-    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
+    if not refs.valid_name(name):
         raise ImprintError(f"bad {kind} name {name!r}: use letters, digits, '.', '_' or '-' (not starting with '.')")
     return name

@@ -48,7 +48,8 @@ class MemoryMethodConfig:
     seed: int = field(default=0, metadata={"help": "seed of the fixed random keys and query projection"})
 
     def __post_init__(self):
-        if self.layers != "middle" and not all(p.strip().isdigit() for p in self.layers.split(",")):
+        ascii_digits = (p.strip() for p in self.layers.split(","))  # int('١') is 1: ASCII only
+        if self.layers != "middle" and not all(p.isascii() and p.isdigit() for p in ascii_digits):
             raise ValueError(f"memory layers must be 'middle' or comma-separated indices, got {self.layers!r}")
         if self.n_keys < 2 or self.heads < 1 or self.key_dim < 2 or self.key_dim % 2:
             raise ValueError("memory needs n_keys >= 2, heads >= 1 and an even key_dim >= 2")
