@@ -81,3 +81,45 @@ def test_learn_on_a_collection_trains_on_its_documents_only(ws_dir, folders, cap
     assert main(["train", "--data", "gx-rules", "--data", "acme-x"]) == 1  # unknown dataset: one-line error
     assert main(["add", str(folders["acme"]), "--collection", "../up"]) == 1
     assert "bad collection name" in capsys.readouterr().err
+
+
+QUICK = ["--strategy", "rules", "--set", "train.epochs=1", "--set", "lora.r=4", "--set", "train.verify=false",
+         "--set", "train.read=0", "--set", "train.replay=0"]  # fmt: skip
+
+
+def _state(ws_dir):
+    """Everything a refused command must leave as it was: rows, current versions, and every stored file."""
+    ws = Workspace.open(ws_dir)
+    files = {str(p.relative_to(ws_dir)): p.read_bytes() for p in ws_dir.rglob("*") if p.is_file()
+             and p.suffix not in (".db", ".db-wal", ".db-shm") and "index" not in p.parts}  # fmt: skip
+    return ws.counts(), ws.current_versions(), sorted(d.id for d in ws.documents()), files
+
+
+def test_a_name_of_another_collection_is_refused_and_nothing_changes(ws_dir, folders, capsys):
+    from imprint.serve import BackgroundServer, create_app
+
+    assert main(["learn", str(folders["acme"]), "--collection", "acme", "--name", "acme-notes", *QUICK]) == 0
+    assert main(["add", str(folders["shared"]), "--collection", "globex"]) == 0
+    assert main(["synth", "--collection", "globex", "--strategy", "rules", "--name", "globex-rules"]) == 0
+    before = _state(ws_dir)
+    hijacks = [
+        ["learn", str(folders["globex"]), "--collection", "globex", "--name", "acme-notes", *QUICK],
+        ["train", "--data", "globex-rules", "--name", "acme-notes", "--set", "train.epochs=1"],
+        ["synth", "--collection", "globex", "--strategy", "rules", "--name", "acme-notes-rules"],  # acme's dataset
+    ]
+    for argv in hijacks:
+        capsys.readouterr()
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert "belongs to collection 'acme'" in err and "\n" not in err, err
+        assert _state(ws_dir) == before  # globex's documents not ingested, acme's module and dataset untouched
+
+    ws = Workspace.open(ws_dir)
+    assert ws.get_module("acme-notes").collection == "acme" and ws.get_dataset("acme-notes-rules").collection == "acme"
+    keys = ws_dir.parent / "keys.yaml"
+    keys.write_text('tenants:\n  acme:\n    keys: ["sk-acme"]\n    collections: ["acme"]\n')
+    with BackgroundServer(create_app(ws_dir, model="tiny", keys=keys)) as running:
+        import httpx
+
+        listed = httpx.get(f"{running.url}/models", headers={"Authorization": "Bearer sk-acme"}).json()["data"]
+    assert {m["id"] for m in listed} == {"acme-notes", "acme-notes@1"}  # its own module, nothing else
