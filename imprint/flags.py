@@ -4,7 +4,8 @@ Python's `int()` reads '١' (Arabic-Indic one) as 1 and `float()` reads 'nan'; a
 `type=float` pass both on, and a value out of range (a port of 99999, `--threads -1`, `calibrate --f1 2`) used to
 fail late, as a traceback, or not at all (a calibration that turned every confidence to ~0.003). Here numbers
 are ASCII and finite (`whole`, `number`: argparse types), and `check` holds every flag's range in one table; a
-value outside it is one `ImprintError` line naming the flag, raised before anything is read or stored.
+value outside it is one `ImprintError` line naming the flag, raised before anything is read or stored. Module
+references (`--module`, `update NAME@N`, ...) are read there too, by `imprint.refs`.
 
 `Parser` makes argparse's own errors (an unknown flag, a missing argument, a non-number) one line too.
 """
@@ -15,6 +16,7 @@ import argparse
 import math
 import re
 
+from imprint import refs
 from imprint.errors import ImprintError
 
 _WHOLE = re.compile(r"[+-]?[0-9]{1,18}")
@@ -61,8 +63,19 @@ def _describe(low: float, high: float, closed: bool) -> str:
     return f"in {'[' if closed else '('}{low:g}, {high:g}]"
 
 
+MODULE_ARGS = ("module", "a", "b")  # every argument that names a module (`name` or `name@N`): refs.parse reads it
+
+
 def check(args: argparse.Namespace) -> None:
-    """Refuse any numeric flag outside its range (one line naming the flag), before the verb starts."""
+    """Refuse any numeric flag outside its range (one line naming the flag), and any module reference that is not
+    `name` or `name@N` (an empty `--module ''` included), before the verb starts."""
+    for dest in MODULE_ARGS:
+        value = getattr(args, dest, None)
+        for text in value if isinstance(value, list) else [] if value is None else [value]:
+            try:
+                refs.parse(text)
+            except refs.BadModuleRef as exc:
+                raise ImprintError(str(exc)) from None
     for dest, (low, high, closed, what) in RANGES.items():
         value = getattr(args, dest, None)
         if value is None:
