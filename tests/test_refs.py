@@ -10,8 +10,12 @@ BAD = ["m@²", "m@①", "m@١", "m@-1", "m@+1", "m@0", f"m@{MAX_VERSION + 1}", "
 
 @pytest.mark.parametrize(
     "text, name, version",
-    [("handbook", "handbook", None), ("handbook@2", "handbook", 2), ("a.b_c-d@007", "a.b_c-d", 7),
-     (f"m@{MAX_VERSION}", "m", MAX_VERSION)],  # fmt: skip
+    [
+        ("handbook", "handbook", None),
+        ("handbook@2", "handbook", 2),
+        ("a.b_c-d@007", "a.b_c-d", 7),
+        (f"m@{MAX_VERSION}", "m", MAX_VERSION),
+    ],  # fmt: skip
 )
 def test_good_references_round_trip(text, name, version):
     ref = parse(text)
