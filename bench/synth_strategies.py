@@ -33,6 +33,7 @@ from imprint.answer import answer_questions
 from imprint.evaluate.evalset import load_eval_set
 from imprint.evaluate.leakage import leakage_report
 from imprint.evaluate.metrics import exact_match, token_f1
+from imprint.methods.loading import load_module
 from imprint.models import DEFAULT_MODEL, cache_root, load_tokenizer
 from imprint.synth.records import read_records, write_records
 from imprint.train.data import encode_record
@@ -131,7 +132,7 @@ def score(ws, arm: str | None, questions, items, args) -> dict:
         base = load_base(args.model)
         model, tokenizer, mode, label = base.model, base.tokenizer, "base", None
     else:
-        model, tokenizer, manifest = pipeline.load_module(ws, f"arm-{arm}")
+        model, tokenizer, manifest = load_module(ws, f"arm-{arm}")
         mode, label = "module", f"arm-{arm}@{manifest['version']}"
     answers = answer_questions(model, tokenizer, questions, mode=mode, module=label)
     em = sum(exact_match(a.answer, list(i.answers)) for a, i in zip(answers, items, strict=True)) / len(items)

@@ -19,7 +19,7 @@ from imprint import __version__, registry
 from imprint.config import build, check_sections
 from imprint.errors import ImprintError, TrainingError
 from imprint.evaluate.heldin import HeldIn, describe
-from imprint.methods.integrity import check_module_files, check_trained
+from imprint.integrity import check_module_files, check_trained
 from imprint.models import DEFAULT_MODEL, load_base, load_tokenizer
 from imprint.progress import Bar
 from imprint.synth.records import read_forget, read_records, write_records
@@ -404,13 +404,3 @@ def _ids_digest(ids: list[str]) -> str:
     import hashlib
 
     return hashlib.sha1("\n".join(sorted(ids)).encode()).hexdigest()[:16]
-
-
-def load_module(ws, spec: str):
-    """Load `name` or `name@version`: returns (model with the module attached, tokenizer, manifest)."""
-    entry = ws.module(spec)
-    directory, manifest = Path(entry.path), entry.manifest
-    check_module_files(directory)  # a module with a NaN is refused, never answered with
-    base = load_base(manifest["base_model"])
-    model = registry.method(manifest["method"])().load(base.model, directory)
-    return model, base.tokenizer, manifest

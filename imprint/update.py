@@ -336,7 +336,7 @@ def diff_answers(ws, spec_a: str, spec_b: str, questions: list[str], progress=No
     """Both versions' closed-book answers to `questions` (as `imprint ask --mode module` answers, without
     calibration or retrieval): {a, b, answers: [(question, answer_a, answer_b)], changed: [indices]}."""
     from imprint.answer import answer_questions
-    from imprint.pipeline import load_module
+    from imprint.methods.loading import load_module
 
     answers, labels = [], []
     for n, spec in enumerate((spec_a, spec_b)):

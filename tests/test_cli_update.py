@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from imprint.answer import answer_questions
 from imprint.cli import main
-from imprint.pipeline import load_module
+from imprint.methods.loading import load_module
 from imprint.synth.records import read_forget, read_records
 from imprint.workspace import Workspace
 

@@ -321,8 +321,8 @@ class Answerer:
         retrieval=None,
         collection: str | None = None,
     ):
+        from imprint.methods.loading import load_module
         from imprint.models import load_base
-        from imprint.pipeline import load_module
         from imprint.retrieval import Retriever
 
         if mode not in MODES:

@@ -369,7 +369,7 @@ def evaluate(
 ) -> dict:
     """Score every system on the same questions; returns the scorecard dict (see the module docstring). Module
     systems read their module's collection, the others `collection` (see `scope.py`)."""
-    from imprint.pipeline import load_module
+    from imprint.methods.loading import load_module
 
     options = options or EvalOptions()
     owned = module_collections(ws, modules)

@@ -1,7 +1,8 @@
 """Modules joined to one shared base model, so rows of different modules can decode in one batch.
 
-How a module joins is its method's business (`Method.join`, in the method's folder), so a new method needs no
-edit here or in the server. What a method can ask of the host:
+How a module joins is its method's business (`Method.join`, in the method's folder, reached through
+`imprint.methods.loading.join`), so a new method needs no edit here or in the server. What a method can ask of the
+host:
 - `add_lora(directory)`: load a PEFT LoRA adapter into the shared model under a fresh adapter name (through the
   segmented `LoraBank`, or PEFT's own mixed batches with `lora_backend="peft"`); rows name it as their `adapter`.
 - `base`: the shared base model, e.g. to read a KV prefix in its dtype, or to load a whole fine-tuned copy.
@@ -19,7 +20,6 @@ import torch
 
 from imprint.errors import ImprintError
 from imprint.inference.multilora import LoraBank
-from imprint.methods.integrity import check_module_files
 from imprint.models import BaseModel
 
 
@@ -77,22 +77,6 @@ class ModuleHost:
         if self.peft is not None:
             return PeftRouter(self.peft)
         return self.bank
-
-    def estimate_bytes(self, method: str, directory: Path) -> int:
-        """Memory a module will take once joined, known before joining it (to make room first, not after)."""
-        from imprint import registry
-
-        return registry.method(method)().serving_bytes(directory, self.base)
-
-    def join(self, key: str, method: str, directory: Path) -> Joined:
-        """Join module `key` (files in `directory`) by its method's own `join`; a module with a NaN is refused."""
-        from imprint import registry
-
-        check_module_files(directory)
-        impl = registry.method(method)()
-        if not hasattr(impl, "join"):
-            raise ImprintError(f"module {key} uses method {method!r}, which cannot join a batch")
-        return impl.join(self, key, directory)
 
     def leave(self, joined: Joined) -> None:
         """Undo `join` (a prefix or a model of its own is simply dropped)."""

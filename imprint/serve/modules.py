@@ -1,6 +1,6 @@
 """Modules joined on first use and kept in an LRU cache under a memory budget, all sharing one base model.
 
-Each module joins the shared base by its method's own `join` (`imprint.inference.modules.ModuleHost`): LoRA as
+Each module joins the shared base by its method's own `join` (`imprint.methods.loading.join`): LoRA as
 one more adapter in the shared model (bytes: its tensors), prefix as per-layer keys and values handed to the
 engine per row (bytes: those tensors), full as a separate copy of the whole model counted at its full size.
 The budget counts modules only (the base model is always resident). Modules a running batch uses are pinned and
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from imprint.errors import ImprintError
 from imprint.inference.modules import Joined, ModuleHost
+from imprint.methods import loading
 from imprint.models import BaseModel
 
 
@@ -42,9 +43,9 @@ class ModuleCache(ModuleHost):
         if key in self.loaded:
             self.loaded.move_to_end(key)
             return self.loaded[key]
-        need = self.estimate_bytes(method, directory)
+        need = loading.serving_bytes(self, method, directory)
         self._make_room(need, pinned, key)
-        module = self.join(key, method, directory)
+        module = loading.join(self, key, method, directory)
         self.loads += 1
         self.loaded[key] = module
         self._make_room(0, pinned | {key}, key)  # the estimate was off: settle with the measured size

@@ -19,7 +19,7 @@ from pathlib import Path
 from imprint import refs
 from imprint.errors import ImprintError, NotFoundError
 from imprint.inference import Row, Sampling, answer_row, stop_token_ids
-from imprint.methods.integrity import NonFiniteModuleError
+from imprint.integrity import NonFiniteModuleError
 from imprint.models import BaseModel
 from imprint.prompts import qa_prompt
 from imprint.serve.config import ServeConfig

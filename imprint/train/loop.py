@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from imprint.errors import ImprintError, ImprintWarning, TrainingError
-from imprint.methods.integrity import nonfinite_tensors
+from imprint.integrity import nonfinite_tensors
 from imprint.train.compute import MicroStep, compile_cause, compiler_error
 from imprint.train.config import TrainConfig
 from imprint.train.data import Example, make_batches, pack_batches

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from imprint.answer import Answerer, cut_answer
+from imprint.methods.loading import load_module
 from imprint.models import load_base, wants_autocast
-from imprint.pipeline import load_module
 from imprint.prompts import qa_prompt
 from imprint.workspace import Workspace
 

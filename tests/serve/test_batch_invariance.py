@@ -17,8 +17,9 @@ from imprint.evaluate.evalset import EvalItem
 from imprint.evaluate.run import SystemSpec, score_system
 from imprint.inference import answer_row, generate, stop_token_ids
 from imprint.inference.modules import ModuleHost
+from imprint.methods import loading
+from imprint.methods.loading import load_module
 from imprint.models import load_base
-from imprint.pipeline import load_module
 from imprint.prompts import qa_prompt
 from imprint.workspace import Workspace
 
@@ -43,7 +44,7 @@ def host(ws_dir):
     joined = {}
     for key in [k for k in MODULES if k]:
         entry = ws.module(key)
-        joined[key] = host.join(key, entry.method, Path(entry.path))
+        joined[key] = loading.join(host, key, entry.method, Path(entry.path))
     ws.close()
     return host, joined
 

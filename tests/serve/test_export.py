@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from imprint.cli import main
 from imprint.errors import ImprintError
+from imprint.methods.loading import load_module
 from imprint.methods.lora.export import export_module, vllm_problems
-from imprint.pipeline import load_module
 from imprint.testing import tiny_lm, tiny_tokenizer
 from imprint.workspace import Workspace
 

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from imprint.inference.modules import ModuleHost
+from imprint.methods import loading
 from imprint.models import load_base
 from imprint.serve import BackgroundServer, ServeConfig, create_app
 from imprint.serve.modules import ModuleCache, ModuleTooLarge
@@ -27,7 +28,7 @@ def _lora_bytes(ws_dir, key):
 def test_lru_under_the_budget(ws_dir):
     modules = _modules(ws_dir)
     base = load_base("tiny")
-    sizes = {k: ModuleHost(base).estimate_bytes(*modules[k]) for k in ("alpha@1", "alpha@2", "beta@1")}
+    sizes = {k: loading.serving_bytes(ModuleHost(base), *modules[k]) for k in ("alpha@1", "alpha@2", "beta@1")}
     cache = ModuleCache(base, budget_bytes=sizes["alpha@1"] + max(sizes["alpha@2"], sizes["beta@1"]) + 100)
     for key in ("alpha@1", "alpha@2"):
         cache.get(key, *modules[key])

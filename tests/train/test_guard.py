@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from imprint.cli import main
 from imprint.errors import TrainingError
-from imprint.methods.integrity import NonFiniteModuleError, check_module_files, check_trained
+from imprint.integrity import NonFiniteModuleError, check_module_files, check_trained
 from imprint.methods.lora.config import LoraMethodConfig
 from imprint.methods.lora.method import LoraMethod
 from imprint.synth.records import SynthRecord

@@ -2,7 +2,8 @@
 
 A module of non-finite weights answers with garbage (or crashes sampling) and would be scored, served and
 compared as if it were a real result; worse than none. Every method's tensors pass through here on the way to
-and from disk, whatever the method, so the check needs no knowledge of how a method lays out its files.
+and from disk, whatever the method, so the check needs no knowledge of how a method lays out its files. It imports
+nothing of imprint but its errors, so every layer (training, inference, methods, serving) may use it.
 """
 
 from __future__ import annotations
