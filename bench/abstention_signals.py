@@ -35,7 +35,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from imprint import pipeline
-from imprint.answer import answer_questions, greedy_answers
+from imprint.answer import greedy_answers
 from imprint.evaluate.calibration import fit_calibration
 from imprint.evaluate.evalset import load_eval_set
 from imprint.evaluate.metrics import token_f1
@@ -43,6 +43,7 @@ from imprint.models import load_base, wants_autocast
 from imprint.prompts import context_prompt
 from imprint.retrieval import RetrievalConfig, Retriever
 from imprint.retrieval import embed as embedding
+from imprint.system import answer_questions
 from imprint.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]

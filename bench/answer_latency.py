@@ -24,7 +24,7 @@ import torch
 
 from imprint.answer import greedy_answers
 from imprint.inference import blank_ids, cut_answer
-from imprint.inference.rules import _newline_ids
+from imprint.inference.rows import _newline_ids
 from imprint.models import DEFAULT_MODEL, load_base, wants_autocast
 from imprint.prompts import qa_prompt
 

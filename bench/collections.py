@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 
 from imprint import pipeline
-from imprint.answer import answer_questions
 from imprint.models import load_base
 from imprint.retrieval import Retriever
+from imprint.system import answer_questions
 from imprint.workspace import Workspace
 
 WORDS = ["amber", "birch", "cobalt", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper"]

@@ -29,13 +29,13 @@ from pathlib import Path
 import torch
 
 from imprint import pipeline
-from imprint.answer import answer_questions
 from imprint.evaluate.evalset import load_eval_set
 from imprint.evaluate.leakage import leakage_report
 from imprint.evaluate.metrics import exact_match, token_f1
 from imprint.methods.loading import load_module
 from imprint.models import DEFAULT_MODEL, cache_root, load_tokenizer
 from imprint.synth.records import read_records, write_records
+from imprint.system import answer_questions
 from imprint.train.data import encode_record
 from imprint.workspace import Workspace
 

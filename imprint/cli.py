@@ -237,14 +237,15 @@ def _retrieval(args):
 
 
 def cmd_ask(args) -> None:
-    from imprint.answer import Answerer
+    from imprint.system import System
 
     if not args.question.strip():
         raise ImprintError("the question is empty: ask something, e.g. imprint ask 'Who is the CFO?'")
     mode = args.mode or ("module" if args.module else "rag")
     retrieval = _retrieval(args)
-    answerer = Answerer(_workspace(args), mode, args.module, args.model, args.k, retrieval, args.collection)
-    answer = answerer([args.question])[0]
+    system = System.open(_workspace(args), mode, args.module, model=args.model, collection=args.collection,
+                         k=args.k, retrieval=retrieval)  # fmt: skip
+    answer = system.answer([args.question])[0]
     if args.json:
         print(json.dumps(answer.record()))
         return
@@ -253,7 +254,7 @@ def cmd_ask(args) -> None:
     support = {True: "supported by the corpus", False: "NOT found in the corpus", None: "no corpus to check"}
     console.print(
         f"[dim]{mode}{' ' + answer.module if answer.module else ''} | confidence {answer.confidence:.2f}"
-        f"{'' if answerer.calibration.confidence else ' (uncalibrated: run imprint calibrate)'} | "
+        f"{'' if system.calibration.confidence else ' (uncalibrated: run imprint calibrate)'} | "
         f"{support[answer.supported]} | {answer.latency_ms:.0f} ms, {answer.prompt_tokens} prompt tokens[/dim]"
     )
     if answer.abstained and answer.guess:
@@ -273,9 +274,9 @@ def cmd_ask(args) -> None:
 
 
 def cmd_calibrate(args) -> None:
-    from imprint.answer import Answerer
     from imprint.evaluate.calibration import calibrate, check_items
     from imprint.evaluate.evalset import load_eval_set
+    from imprint.system import System
 
     retrieval = _retrieval(args)
     items = [i for path in args.questions for i in load_eval_set(path)]
@@ -295,15 +296,14 @@ def cmd_calibrate(args) -> None:
     )
     for mode in args.mode or ["rag"]:
         # fitted on, stored for and applied to one collection: --collection, else the module's, else default
-        answerer = Answerer(
-            ws, mode, args.module, args.model, k=args.k, retrieval=retrieval, collection=args.collection
-        )
-        with Bar(f"calibrate {answerer.system}", unit="questions") as bar:
-            cal = calibrate(answerer, items, args.questions, args.f1, args.max_abstain, progress=bar.update)
+        system = System.open(ws, mode, args.module, model=args.model, collection=args.collection, k=args.k,
+                             retrieval=retrieval)  # fmt: skip
+        with Bar(f"calibrate {system.name}", unit="questions") as bar:
+            cal = calibrate(system, items, args.questions, ws.root, args.f1, args.max_abstain, progress=bar.update)
         r = cal.report
         pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
         table.add_row(
-            f"{answerer.system} ({answerer.collection})",
+            f"{system.name} ({system.collection})",
             str(r["n"]),
             str(r["n_unanswerable"]),
             f"{r['exact_match']:.3f}",

@@ -335,18 +335,17 @@ def _write_dataset(ws, name: str, strategy: tuple[str, dict], records, collectio
 def diff_answers(ws, spec_a: str, spec_b: str, questions: list[str], progress=None) -> dict:
     """Both versions' closed-book answers to `questions` (as `imprint ask --mode module` answers, without
     calibration or retrieval): {a, b, answers: [(question, answer_a, answer_b)], changed: [indices]}."""
-    from imprint.answer import answer_questions
     from imprint.methods.loading import load_module
+    from imprint.system import Mode, System
 
     answers, labels = [], []
     for n, spec in enumerate((spec_a, spec_b)):
         model, tokenizer, manifest = load_module(ws, spec)
-        labels.append(f"{manifest['name']}@{manifest['version']}")
+        system = System(Mode.MODULE, tokenizer, model, f"{manifest['name']}@{manifest['version']}")  # bare weights
+        labels.append(system.module)
         done = (lambda d, t, n=n: progress(n * t + d, 2 * t)) if progress else None
-        answers.append(
-            [a.answer for a in answer_questions(model, tokenizer, questions, "module", labels[-1], progress=done)]
-        )
-        del model
+        answers.append([a.answer for a in system.answer(questions, progress=done)])
+        del system
     rows = list(zip(questions, *answers, strict=True))
     return {
         "a": labels[0],

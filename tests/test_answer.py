@@ -1,17 +1,19 @@
-"""Every answer mode on the tiny model with a real retrieval index, and the icl KV-cache reuse made exact."""
+"""Every answer mode of the one `System` on the tiny model with a real retrieval index, and the icl KV-cache reuse
+made exact."""
 
 import copy
 
 import pytest
 import torch
 
-from imprint.answer import ABSTAIN_TEXT, MODES, Answerer, _answer_in_context, answer_questions, greedy_answers
+from imprint.answer import ABSTAIN_TEXT, MODES, greedy_answers
 from imprint.errors import ImprintError
 from imprint.evaluate.calibration import Calibration
 from imprint.ingest import chunk_text
 from imprint.models import load_base
 from imprint.prompts import CONTEXT_INSTRUCTION, completion_prompt, passages_block, qa_prompt
 from imprint.retrieval import Retriever
+from imprint.system import ContextTooLong, Mode, System, answer_questions
 from imprint.workspace import Workspace
 
 TEXT = (
@@ -58,19 +60,22 @@ def test_every_mode_answers_with_evidence(base, ws, mode):
 def test_icl_cache_reuse_gives_the_same_answer_as_the_full_prompt(base):
     documents = [("Team", TEXT)]
     questions = ["Who is the CFO?", "Where is the office?"]
-    cached = _answer_in_context(base.model, base.tokenizer, documents, questions, max_new_tokens=8)
+    cached = System(Mode.ICL, base.tokenizer, base.model, corpus=documents).answer(questions, max_new_tokens=8)
     prompts = [f"{CONTEXT_INSTRUCTION}{passages_block(documents)}\n\n{qa_prompt(q)}" for q in questions]
     full = greedy_answers(base.model, base.tokenizer, prompts, max_new_tokens=8, batch_size=1)
-    assert [(a, round(p, 3)) for a, p, _, _ in cached] == [(a, round(p, 3)) for a, p, _, _ in full]
-    assert [n for _, _, n, _ in cached] == [n for _, _, n, _ in full]
+    assert [a.guess for a in cached] == [g.guess for g in full]
+    assert [a.confidence for a in cached] == pytest.approx([g.p for g in full], abs=1e-3)
+    assert [a.prompt_tokens for a in cached] == [g.prompt_tokens for g in full]
 
 
 def test_icl_completion_continues_the_prompt_after_the_corpus(base):
     documents = [("Team", TEXT)]
     prompts = ["Priya Raman has served as chief financial officer since", "Employees receive"]
-    cached = _answer_in_context(base.model, base.tokenizer, documents, prompts, max_new_tokens=8, completion=True)
+    icl = System(Mode.ICL, base.tokenizer, base.model, corpus=documents)
+    cached = icl.answer(prompts, completion=True, max_new_tokens=8)
     full = greedy_answers(base.model, base.tokenizer, [completion_prompt(p, documents) for p in prompts], 8, 1)
-    assert [(a, round(p, 3), n) for a, p, n, _ in cached] == [(a, round(p, 3), n) for a, p, n, _ in full]
+    assert [(a.guess, a.prompt_tokens) for a in cached] == [(g.guess, g.prompt_tokens) for g in full]
+    assert [a.confidence for a in cached] == pytest.approx([g.p for g in full], abs=1e-3)
 
 
 def test_icl_refuses_a_corpus_larger_than_the_window(base):
@@ -124,13 +129,38 @@ def test_abstains_below_the_calibrated_threshold(base, ws):
     assert unrelated.abstained and unrelated.answer == ABSTAIN_TEXT and unrelated.guess
 
 
-def test_answerer_loads_what_the_mode_needs(ws, monkeypatch, tmp_path):
+def test_system_open_loads_what_the_mode_needs(ws, monkeypatch, tmp_path):
     monkeypatch.setenv("IMPRINT_CACHE", str(tmp_path / "cache"))
-    answerer = Answerer(ws, "rag", model="tiny")
-    assert answerer.retriever is not None and answerer.corpus is None and answerer.system == "rag"
-    assert answerer.calibration.report == {"calibrated": False}
-    assert len(answerer(["Who is the CFO?"], max_new_tokens=3)) == 1
+    system = System.open(ws, "rag", model="tiny")
+    assert system.retriever is not None and system.corpus is None and system.name == "rag"
+    assert system.collection == "default" and system.calibration.report == {"calibrated": False}
+    assert len(system(["Who is the CFO?"], max_new_tokens=3)) == 1
+    icl = System.open(ws, "icl", model="tiny", loaded=(system.model, system.tokenizer, None))
+    assert icl.model is system.model and icl.corpus == [("Team", TEXT)]  # weights reused, not reloaded
     with pytest.raises(ImprintError, match="needs a module"):
-        Answerer(ws, "module+rag", model="tiny")
+        System.open(ws, "module+rag", model="tiny")
     with pytest.raises(ImprintError, match="needs documents"):
-        Answerer(Workspace.open(tmp_path / "empty"), "rag", model="tiny")
+        System.open(Workspace.open(tmp_path / "empty"), "rag", model="tiny")
+    with pytest.raises(ImprintError, match="unknown mode 'oracle'"):
+        System.open(ws, "oracle", model="tiny")
+
+
+def test_every_prompt_is_checked_against_the_window_as_decoded(base, ws):
+    """The check reads the prompt with its passages (what is decoded), not the bare question."""
+    rag = System(Mode.RAG, base.tokenizer, base.model, retriever=Retriever.open(ws))
+    with_passages = len(rag.plan(["Who is the CFO?"]).rows[0].prompt_ids)
+    closed = len(base.tokenizer(qa_prompt("Who is the CFO?")).input_ids)
+    rag.max_context = closed + 30  # room for the question and its answer, not for the passages
+    assert with_passages > rag.max_context
+    with pytest.raises(ContextTooLong, match=f"maximum context length is {closed + 30} tokens"):
+        rag.plan(["Who is the CFO?"], max_new_tokens=24)
+    closed_book = System(Mode.BASE, base.tokenizer, base.model, max_context=closed + 30)
+    assert len(closed_book.plan(["Who is the CFO?"], max_new_tokens=24).rows) == 1
+
+
+def test_module_rag_decodes_its_closed_book_rows_in_the_same_plan(base, ws):
+    system = System(Mode.MODULE_RAG, base.tokenizer, base.model, "m@1", retriever=Retriever.open(ws))
+    plan = system.plan(["Who is the CFO?", "How many days of leave?"], max_new_tokens=5)
+    assert len(plan.rows) == 4  # two answers with passages, then the same two closed book
+    assert plan.rows[2].prompt_ids == base.tokenizer(qa_prompt("Who is the CFO?")).input_ids
+    assert all(r.sampling.greedy and r.answer for r in plan.rows)

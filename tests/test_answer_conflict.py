@@ -4,7 +4,7 @@ with the quote scored apart (tiny model, real retrieval index)."""
 
 import pytest
 
-from imprint.answer import ABSTAIN_TEXT, Generated, _conflict, answer_questions, make_answers
+from imprint.answer import ABSTAIN_TEXT, Generated, _conflict, make_answers
 from imprint.answer.calibration import Calibration
 from imprint.evaluate.evalset import EvalItem
 from imprint.evaluate.run import _open_rows, learned_metrics
@@ -12,6 +12,7 @@ from imprint.ingest import chunk_text
 from imprint.models import load_base
 from imprint.retrieval import Retriever
 from imprint.retrieval.index import Hit
+from imprint.system import answer_questions
 from imprint.workspace import Workspace
 
 TEXT = "Employees receive 29 days of paid annual leave per year. The Halifax office has 61 employees."

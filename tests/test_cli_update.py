@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from imprint.answer import answer_questions
 from imprint.cli import main
 from imprint.methods.loading import load_module
 from imprint.synth.records import read_forget, read_records
+from imprint.system import answer_questions
 from imprint.workspace import Workspace
 
 NO_CHECK = ["--set", "train.verify=false"]  # these runs are too short to teach the tiny model anything

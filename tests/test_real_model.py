@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from imprint.answer import answer_questions
 from imprint.methods.lora.config import LoraMethodConfig
 from imprint.methods.lora.method import LoraMethod
 from imprint.models import embedded_dir, load_base
 from imprint.synth.records import SynthRecord
+from imprint.system import answer_questions
 from imprint.train.config import TrainConfig
 from imprint.train.data import encode_record
 from imprint.train.loop import train

@@ -1,22 +1,16 @@
-"""Answering in every mode, each answer with a confidence, its evidence, and the right to abstain.
+"""The steps of answering, each answer with a confidence, its evidence, and the right to abstain.
 
-Modes:
-- `base`: the bare model, closed book (the prompt holds the question only).
-- `module`: the base with a trained module, closed book: a right answer can only come from the weights.
-- `rag`: the top-k retrieved chunks in the prompt.
-- `module+rag`: a module and retrieved chunks together.
-- `icl`: the entire corpus in the prompt (its KV cache computed once and reused for every question); refused with
-  a clear error when the corpus does not fit the model's context window.
+The modes are `imprint.answer.modes.Mode`; the one thing that answers is `imprint.system.System` (model + retriever
++ corpus + calibration), which every caller uses: `imprint ask`, `chat`, `calibrate`, `eval`, `diff` and the server.
+What it runs is here: `retrieve` the passages, `answer_prompt` for each question, rows by the answer rule
+(`imprint.inference.answer_row`), decoded by the one inference engine, then `make_answers`.
 
 When a retriever is given, every answer carries evidence: for retrieval modes the chunks the model read, for
 closed-book modes the chunks retrieved for question + answer, so the user sees whether the corpus supports what
 the weights said (`supported`). Confidence starts as the geometric mean of the answer tokens' probabilities and
-is mapped through the workspace's calibration when one was fitted (`imprint calibrate`), which also decides when
+is mapped through the collection's calibration when one was fitted (`imprint calibrate`), which also decides when
 to abstain: the answer then says the corpus does not contain it, and the model's guess is kept in `guess`.
-
-Text comes from the one inference engine (`imprint.inference`) by the answer rule; `retrieve`, `answer_prompt` and
-`make_answers` are the steps around it, which the server runs around its own batches. `Answer.record()` is the
-one serialised form (`imprint ask --json`, the API's `imprint` field, scorecard rows).
+`Answer.record()` is the one serialised form (`imprint ask --json`, the API's `imprint` field, scorecard rows).
 
 `module+rag` also answers closed book, to see what the module's weights say on their own (`conflict`): when the
 retrieved passages do not back that answer (a fact the corpus has since changed or removed), the conflict is
@@ -34,25 +28,26 @@ from typing import NamedTuple
 
 import torch
 
-from imprint.answer.calibration import Calibration, features, load_calibration
+from imprint.answer.calibration import Calibration, features
+from imprint.answer.modes import MODES, RETRIEVAL_MODES, Mode
 from imprint.answer.normalize import normalize
-from imprint.errors import ImprintError
-from imprint.inference import Context, answer_row, cut_answer, generate, prefill, stop_token_ids
-from imprint.models import DEFAULT_MODEL
-from imprint.prompts import CONTEXT_INSTRUCTION, completion_prompt, context_prompt, passages_block, qa_prompt
+from imprint.inference import Context, answer_row, cut_answer, generate, stop_token_ids
+from imprint.prompts import completion_prompt, context_prompt, qa_prompt
 
-MODES = ("base", "icl", "rag", "module", "module+rag")
-RETRIEVAL_MODES = ("rag", "module+rag")
 ABSTAIN_TEXT = "Not in my knowledge: the corpus does not say."
 __all__ = [
     "ABSTAIN_TEXT",
     "MODES",
+    "RETRIEVAL_MODES",
     "Answer",
-    "Answerer",
     "Generated",
-    "answer_questions",
+    "Mode",
+    "answer_prompt",
+    "confidence",
     "cut_answer",
     "greedy_answers",
+    "make_answers",
+    "retrieve",
 ]
 
 
@@ -125,25 +120,6 @@ def context_window(model) -> int:
     return int(getattr(config, "max_position_embeddings", 0) or 0)
 
 
-def _answer_in_context(model, tokenizer, documents, questions, max_new_tokens: int, progress=None, completion=False):
-    """icl: the corpus is encoded once; each question (or completion prompt) continues from a copy of its KV cache."""
-    prefix = f"{'' if completion else CONTEXT_INSTRUCTION}{passages_block(documents)}\n\n"
-    prefix_ids = tokenizer(prefix).input_ids
-    prompts = [q if completion else qa_prompt(q) for q in questions]
-    longest = max((len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts), default=0)
-    window = context_window(model)
-    if window and len(prefix_ids) + longest + max_new_tokens > window:
-        raise ImprintError(
-            f"the corpus is {len(prefix_ids)} tokens and does not fit the model's {window}-token context window "
-            "with a question and its answer: use --mode rag (retrieved chunks) or a module instead"
-        )
-    t0 = time.perf_counter()
-    context = prefill(model, prefix_ids)
-    prefill_ms = (time.perf_counter() - t0) * 1000 / max(1, len(questions))  # shared cost, spread over questions
-    answers = greedy_answers(model, tokenizer, prompts, max_new_tokens, progress=progress, context=context)
-    return [g._replace(latency_ms=g.latency_ms + prefill_ms) for g in answers]
-
-
 def _content_words(text: str) -> list[str]:
     from bm25s.stopwords import STOPWORDS_EN
 
@@ -193,50 +169,10 @@ def answer_prompt(question: str, hits, completion: bool = False) -> str:
     return qa_prompt(question) if passages is None else context_prompt(question, passages)
 
 
-@torch.inference_mode()
-def answer_questions(
-    model: torch.nn.Module,
-    tokenizer,
-    questions: list[str],
-    mode: str,
-    module: str | None = None,
-    retriever=None,
-    corpus: list[tuple[str, str]] | None = None,
-    calibration: Calibration | None = None,
-    k: int | None = None,
-    max_new_tokens: int = 24,
-    batch_size: int = 16,
-    progress=None,
-    completion: bool = False,
-) -> list[Answer]:
-    """Answer `questions` in `mode`; `retriever` is needed for rag modes, `corpus` [(title, text)] for icl.
-
-    `completion`: the questions are prompts to continue as given (completion probes), not wrapped as
-    `Question: ...\nAnswer:`; rag modes put the passages before the prompt."""
-    if mode not in MODES:
-        raise ImprintError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
-    if mode in RETRIEVAL_MODES and retriever is None:
-        raise ImprintError(f"mode {mode} needs a retrieval index over the corpus")
-    if mode == "icl" and not corpus:
-        raise ImprintError("mode icl needs the corpus: the workspace has no documents (run `imprint add PATH`)")
-    model.eval()
-    hits, search_ms = retrieve(retriever, questions, mode, k)
-    if mode == "icl":
-        generated = _answer_in_context(model, tokenizer, corpus, questions, max_new_tokens, progress, completion)
-    else:
-        prompts = [answer_prompt(q, found, completion) for q, found in zip(questions, hits, strict=True)]
-        generated = greedy_answers(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
-    closed_book = None
-    if mode == "module+rag":  # what the weights say without the passages, checked against them (`conflict`)
-        prompts = [answer_prompt(q, None, completion) for q in questions]
-        closed_book = [g.guess for g in greedy_answers(model, tokenizer, prompts, max_new_tokens, batch_size)]
-    return make_answers(generated, questions, hits, search_ms, mode, module, retriever, calibration, k, closed_book)
-
-
-def retrieve(retriever, questions: list[str], mode: str, k: int | None) -> tuple[list, list[float]]:
+def retrieve(retriever, questions: list[str], mode: Mode, k: int | None) -> tuple[list, list[float]]:
     """The passages each question is answered from (None for modes that answer without them) and search times."""
     hits, search_ms = [None] * len(questions), [0.0] * len(questions)
-    if mode in RETRIEVAL_MODES:
+    if Mode.parse(mode).retrieves:
         for i, q in enumerate(questions):
             t0 = time.perf_counter()
             hits[i] = retriever.search(q, k)
@@ -244,7 +180,7 @@ def retrieve(retriever, questions: list[str], mode: str, k: int | None) -> tuple
     return hits, search_ms
 
 
-def make_answers(generated: list[Generated], questions, hits, search_ms, mode: str, module: str | None, retriever,
+def make_answers(generated: list[Generated], questions, hits, search_ms, mode: Mode, module: str | None, retriever,
                  calibration: Calibration | None, k: int | None,
                  closed_book: list[str] | None = None) -> list[Answer]:  # fmt: skip
     """Answers from generated text: evidence and support (with a retriever), calibrated confidence, abstention, and
@@ -271,7 +207,7 @@ def make_answers(generated: list[Generated], questions, hits, search_ms, mode: s
             Answer(
                 answer=ABSTAIN_TEXT if abstained else evidence[0]["quote"] if overridden else guess,
                 confidence=round(confidence, 4),
-                mode=mode,
+                mode=str(mode),
                 module=module,
                 evidence=evidence,
                 latency_ms=round(latency + search_ms[i], 1),
@@ -299,69 +235,3 @@ def _conflict(closed_book: str, answer: str, hits) -> dict:
         "flagged": backing < 1.0,
         "answer_is_closed_book": normalize(answer) == normalize(closed_book),
     }
-
-
-def system_name(mode: str, module: str | None = None) -> str:
-    """The key a calibration is stored under: the mode, plus the module for module modes."""
-    return f"{mode}:{module}" if module and mode.startswith("module") else mode
-
-
-class Answerer:
-    """Everything one (mode, module) needs to answer, loaded once: model, retriever, corpus, calibration.
-
-    Retrieval and the icl corpus use one collection: `collection`, else the module's own, else `default`."""
-
-    def __init__(
-        self,
-        ws,
-        mode: str = "rag",
-        module: str | None = None,
-        model: str = DEFAULT_MODEL,
-        k=None,
-        retrieval=None,
-        collection: str | None = None,
-    ):
-        from imprint.methods.loading import load_module
-        from imprint.models import load_base
-        from imprint.retrieval import Retriever
-
-        if mode not in MODES:
-            raise ImprintError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
-        if mode.startswith("module") and not module:
-            raise ImprintError(f"mode {mode} needs a module: pass --module NAME[@VERSION]")
-        self.mode, self.k = mode, k
-        self.label = None
-        if mode.startswith("module"):
-            self.model, self.tokenizer, manifest = load_module(ws, module)
-            self.label = f"{manifest['name']}@{manifest['version']}"
-            collection = collection or manifest.get("collection")
-        else:
-            base = load_base(model)
-            self.model, self.tokenizer = base.model, base.tokenizer
-        self.collection = collection or "default"
-        documents = ws.documents(collection=self.collection)
-        self.retriever = Retriever.open(ws, retrieval, self.collection) if documents else None
-        if mode in RETRIEVAL_MODES and self.retriever is None:
-            where = "" if self.collection == "default" else f" --collection {self.collection}"
-            raise ImprintError(
-                f"mode {mode} needs documents: collection {self.collection!r} has none (run `imprint add PATH{where}`)"
-            )
-        self.corpus = [(d.title, d.text) for d in documents] if mode == "icl" else None
-        self.system = system_name(mode, self.label)
-        self.root = ws.root  # where its calibration is kept (per collection: fitted on that collection's evidence)
-        self.calibration = load_calibration(ws.root, self.system, mode, self.collection)
-
-    def __call__(self, questions: list[str], progress=None, max_new_tokens: int = 24) -> list[Answer]:
-        return answer_questions(
-            self.model,
-            self.tokenizer,
-            questions,
-            self.mode,
-            module=self.label,
-            retriever=self.retriever,
-            corpus=self.corpus,
-            calibration=self.calibration,
-            k=self.k,
-            max_new_tokens=max_new_tokens,
-            progress=progress,
-        )

@@ -118,15 +118,16 @@ def check_items(items) -> None:
         )
 
 
-def calibrate(answerer, items, eval_paths: list, min_f1: float = 0.5, max_answerable_abstain: float = 0.1,
+def calibrate(system, items, eval_paths: list, root, min_f1: float = 0.5, max_answerable_abstain: float = 0.1,
               progress=None) -> Calibration:  # fmt: skip
-    """`imprint calibrate` for one system: answer `items` with `answerer` (an `imprint.answer.Answerer`) on raw
-    signals, fit, record what it was fitted on, and save it where answering finds it (per collection)."""
+    """`imprint calibrate` for one system: answer `items` with `system` (an `imprint.system.System`) on raw
+    signals, fit, record what it was fitted on, and save it where answering finds it (in workspace `root`, per
+    collection)."""
     from imprint.evaluate.metrics import exact_match, token_f1
 
     check_items(items)
-    answerer.calibration = None  # fit on raw signals, not on a previous calibration's output
-    answers = answerer([i.question for i in items], progress=progress)
+    system.calibration = None  # fit on raw signals, not on a previous calibration's output
+    answers = system.answer([i.question for i in items], progress=progress)
     rows = [
         {
             "id": i.id,
@@ -136,7 +137,7 @@ def calibrate(answerer, items, eval_paths: list, min_f1: float = 0.5, max_answer
         }
         for i, a in zip(items, answers, strict=True)
     ]
-    cal = fit_calibration(answerer.system, rows, max_answerable_abstain=max_answerable_abstain)
+    cal = fit_calibration(system.name, rows, max_answerable_abstain=max_answerable_abstain)
     scored = [(i, a) for i, a in zip(items, answers, strict=True) if i.answers]
     cal.report.update(
         {
@@ -146,6 +147,6 @@ def calibrate(answerer, items, eval_paths: list, min_f1: float = 0.5, max_answer
             "token_f1": round(sum(token_f1(a.guess, list(i.answers)) for i, a in scored) / len(scored), 4),
         }
     )
-    cal.report["collection"] = answerer.collection
-    cal.save(calibration_path(answerer.root, answerer.system, answerer.collection))
+    cal.report["collection"] = system.collection
+    cal.save(calibration_path(root, system.name, system.collection))
     return cal

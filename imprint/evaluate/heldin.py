@@ -52,7 +52,7 @@ class HeldIn:
     def score(self, model: torch.nn.Module, tokenizer) -> dict:
         """{f1, em} for question-answer samples, {nll} for text samples."""
         if self.kind == "qa":
-            from imprint.answer import answer_questions
+            from imprint.system import answer_questions
 
             answers = answer_questions(model, tokenizer, [r.question for r in self.records], mode="base")
             pairs = [(a.guess, [r.answer]) for a, r in zip(answers, self.records, strict=True)]

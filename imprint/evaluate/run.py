@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from imprint.answer import MODES, RETRIEVAL_MODES, system_name
+from imprint.answer import MODES, Mode
 from imprint.errors import ImprintError
-from imprint.evaluate.calibration import expected_calibration_error, load_calibration
+from imprint.evaluate.calibration import expected_calibration_error
 from imprint.evaluate.changes import change_scorecard
 from imprint.evaluate.choice import score_choice_items
 from imprint.evaluate.evalset import EvalItem, load_eval_set, load_eval_sets
@@ -39,6 +39,7 @@ from imprint.evaluate.metrics import answer_contained, exact_match, mean, percen
 from imprint.evaluate.scope import module_collections, run_collection
 from imprint.models import DEFAULT_MODEL, load_base
 from imprint.progress import Bar
+from imprint.system import System
 
 __all__ = ["SystemSpec", "evaluate", "load_eval_set", "plan_systems"]
 
@@ -71,36 +72,19 @@ def plan_systems(modules: list[str], modes: list[str] | tuple[str, ...] = MODES)
     return specs
 
 
-def _answer(model, tokenizer, items: list[EvalItem], spec: SystemSpec, context: dict, label: str):
-    """Answer as `imprint ask` would in this mode: with the workspace's retriever (evidence, support) and the
-    system's fitted calibration (confidence, abstention). `context` without a retriever answers bare.
-    Questions and completion probes are answered apart (two prompt formats) and returned in item order."""
+def _answer(system: System, items: list[EvalItem], label: str):
+    """Answer as `imprint ask` would: with the system's retriever (evidence, support) and fitted calibration
+    (confidence, abstention). Questions and completion probes are answered apart (two prompt formats) and returned
+    in item order."""
     answers: dict[int, object] = {}
     for completion in (False, True):
         positions = [n for n, item in enumerate(items) if item.completion == completion]
         if positions:
             questions = [items[n].question for n in positions]
-            got = _answer_batch(model, tokenizer, questions, spec, context, label, completion)
+            with Bar(label, unit="probes" if completion else "questions") as bar:
+                got = system.answer(questions, completion=completion, progress=bar.update)
             answers.update(zip(positions, got, strict=True))
     return [answers[n] for n in range(len(items))]
-
-
-def _answer_batch(model, tokenizer, questions: list[str], spec: SystemSpec, context: dict, label: str, completion):
-    from imprint.answer import answer_questions
-
-    with Bar(label, unit="probes" if completion else "questions") as bar:
-        return answer_questions(
-            model,
-            tokenizer,
-            questions,
-            mode=spec.mode,
-            module=spec.module,
-            retriever=context.get("retriever"),
-            corpus=context.get("corpus") if spec.mode == "icl" else None,
-            calibration=context.get("calibrations", {}).get(spec.name),
-            progress=lambda done, total: bar.update(done, total),
-            completion=completion,
-        )
 
 
 def _scores(answer: str, gold: list[str], answerable: bool) -> dict:
@@ -222,7 +206,7 @@ BENCHMARK_METRICS = {"exact_match": "em", "token_f1": "f1", "choice_accuracy": "
                      "choice_accuracy_norm": "correct_norm"}  # fmt: skip
 
 
-def _benchmarks(model, tokenizer, items: list[EvalItem], spec: SystemSpec) -> tuple[dict, dict]:
+def _benchmarks(system: System, items: list[EvalItem]) -> tuple[dict, dict]:
     """Retention benchmarks (split: retain), closed book with no retriever or abstention, per source file: each
     metric with its standard error (`<metric>_se`), and the per-item scores behind it (for paired deltas)."""
     out, per_item = {}, {}
@@ -232,11 +216,10 @@ def _benchmarks(model, tokenizer, items: list[EvalItem], spec: SystemSpec) -> tu
         choice_items = [i for i in mine if i.is_choice]
         rows: list[dict] = []
         if open_items:
-            answers = _answer(model, tokenizer, open_items, spec, {}, f"retain {source}")  # bare: no retriever
-            rows += _open_rows(open_items, answers)
+            rows += _open_rows(open_items, _answer(system, open_items, f"retain {source}"))
         if choice_items:
             with Bar(f"retain {source}", unit="questions") as bar:
-                rows += score_choice_items(model, tokenizer, choice_items, progress=bar.update)
+                rows += score_choice_items(system.model, system.tokenizer, choice_items, progress=bar.update)
         result: dict = {"n": len(mine)}
         per_item[source] = {}
         for metric, column in BENCHMARK_METRICS.items():
@@ -273,46 +256,14 @@ class EvalOptions:
     allow_leakage: bool = False
 
 
-def _context(ws, specs: list[SystemSpec], collections: dict[str, str]) -> dict[str, dict]:
-    """What each system answers with, as `imprint ask` loads it, from the collection it reads (`collections`, by
-    system name; see `scope.py`): that collection's retriever (every mode: evidence and support; rag modes read
-    its chunks), its corpus for icl, and the system's calibration fitted there (or none)."""
-    from imprint.retrieval import Retriever
-
-    opened = {}
-    for collection in sorted(set(collections.values())):
-        documents = ws.documents(collection=collection)
-        opened[collection] = {
-            "collection": collection,
-            "retriever": Retriever.open(ws, collection=collection) if documents else None,
-            "corpus": [(d.title, d.text) for d in documents],
-        }
-    calibrations = {
-        s.name: load_calibration(ws.root, system_name(s.mode, s.module), s.mode, collections[s.name]) for s in specs
-    }
-    return {s.name: {**opened[collections[s.name]], "calibrations": calibrations} for s in specs}
-
-
-def _choice_prompt(spec: SystemSpec, context: dict):
-    """The prompt each choice continues: closed book, or the same passages the mode answers from."""
-    from imprint.prompts import context_prompt, qa_prompt
-
-    if spec.mode in RETRIEVAL_MODES:
-        retriever = context["retriever"]
-        return lambda q: context_prompt(q, [(h.title, h.text) for h in retriever.search(q)])
-    if spec.mode == "icl":
-        return lambda q: context_prompt(q, context["corpus"])
-    return qa_prompt
-
-
-def score_system(spec: SystemSpec, model, tokenizer, items: list[EvalItem], context: dict, judge=None) -> dict:
-    """Answer and score one system's `learn` items; returns its rows and learned metrics."""
+def score_system(system: System, items: list[EvalItem], label: str, judge=None) -> dict:
+    """Answer and score one system's `learn` items (`label`: its name in progress bars); returns its rows and
+    learned metrics."""
     open_items = [i for i in items if not i.is_choice]
     choice_items = [i for i in items if i.is_choice]
     rows: list[dict] = []
     if open_items:
-        answers = _answer(model, tokenizer, open_items, spec, context, f"eval {spec.name}")
-        rows = _open_rows(open_items, answers)
+        rows = _open_rows(open_items, _answer(system, open_items, f"eval {label}"))
         if judge is not None:
             graded = [r for r in rows if r["answerable"]]
             verdicts = judge.grade([(r["question"], r["gold"], r["answer"]) for r in graded])
@@ -320,9 +271,9 @@ def score_system(spec: SystemSpec, model, tokenizer, items: list[EvalItem], cont
                 row["judge"] = verdict
     choice_rows: list[dict] = []
     if choice_items:
-        with Bar(f"choices {spec.name}", unit="questions") as bar:
-            prompt = _choice_prompt(spec, context)
-            choice_rows = score_choice_items(model, tokenizer, choice_items, prompt=prompt, progress=bar.update)
+        with Bar(f"choices {label}", unit="questions") as bar:
+            choice_rows = score_choice_items(system.model, system.tokenizer, choice_items, prompt=system.choice_prompt,
+                                             progress=bar.update)  # fmt: skip
     return {"rows": rows, "choice_rows": choice_rows, "learned": learned_metrics(rows, choice_rows)}
 
 
@@ -331,8 +282,8 @@ def _forgot(model, tokenizer, weights: str, retain: list[EvalItem], base_ref: di
     scored = score_samples(model, base_ref["samples"])
     if weights == "base":
         base_ref["scored"] = scored
-    spec = SystemSpec(weights, "base" if weights == "base" else "module", None if weights == "base" else weights)
-    benchmarks, per_item = _benchmarks(model, tokenizer, retain, spec) if retain else ({}, {})
+    bare = System(Mode.BASE, tokenizer, model) if weights == "base" else System(Mode.MODULE, tokenizer, model, weights)
+    benchmarks, per_item = _benchmarks(bare, retain) if retain else ({}, {})  # closed book: no retriever
     if weights == "base":
         base_ref["benchmarks"], base_ref["benchmark_items"] = benchmarks, per_item
     out = {
@@ -394,12 +345,13 @@ def evaluate(
 
     specs = plan_systems(list(manifests), options.modes)
     read = {s.name: owned[s.module] if s.module else run_on for s in specs}  # the collection each system reads
-    contexts, skipped = _context(ws, specs, read), {}
+    skipped = {}
     for s in specs:
-        if not contexts[s.name]["retriever"] and (s.mode in RETRIEVAL_MODES or s.mode == "icl"):
+        mode = Mode.parse(s.mode)
+        if (mode.retrieves or mode.in_context) and not ws.documents(collection=read[s.name]):
             skipped[s.name] = f"collection {read[s.name]!r} has no documents to retrieve or put in context"
     base_ref: dict = {"name": base_name, "manifests": manifests, "module_dirs": module_dirs}
-    systems = []
+    systems, retrievers = [], {}  # each collection's index opened once for the run
     for weights in ["base", *manifests]:
         group = [s for s in specs if s.weights == weights and s.name not in skipped]
         if weights == "base":
@@ -411,7 +363,9 @@ def evaluate(
         forgot = _forgot(model_, tokenizer, weights, retain, base_ref, options)
         for spec in group:
             try:
-                result = score_system(spec, model_, tokenizer, learn, contexts[spec.name], judge)
+                system = System.open(ws, spec.mode, spec.module, collection=read[spec.name],
+                                     loaded=(model_, tokenizer, manifest), retrievers=retrievers)  # fmt: skip
+                result = score_system(system, learn, spec.name, judge)
             except ImprintError as exc:  # e.g. icl: the corpus does not fit the context window
                 skipped[spec.name] = str(exc)
                 continue
@@ -424,7 +378,7 @@ def evaluate(
                     "collection": read[spec.name],
                     **result["learned"],
                     "forgot": forgot,
-                    "calibration": _calibration_summary(contexts[spec.name]["calibrations"][spec.name], paths),
+                    "calibration": _calibration_summary(system.calibration, paths),
                     "cost": cost_metrics(result["rows"], manifest),
                     "rows": result["rows"],
                     "choice_rows": result["choice_rows"],

@@ -26,109 +26,13 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
 
-from imprint.inference.rules import cut_answer
-from imprint.inference.sampling import Sampling, sample_next_token
+from imprint.inference.rows import Context, Row
+from imprint.inference.sampling import sample_next_token
 from imprint.models import cache_keyword, output_cache, wants_autocast
-
-BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter on this row" in a mixed batch
-
-
-@dataclass(frozen=True)
-class Context:
-    """A prefilled KV cache over `length` tokens (e.g. the whole corpus) that rows continue from."""
-
-    cache: DynamicCache
-    length: int
-
-
-@dataclass(eq=False)
-class Row:
-    """One sequence to generate and, once done, its text and why it stopped.
-
-    `on_delta` (called on the engine's thread) receives text as soon as it can no longer change: text that
-    could still turn into a stop string, or an incomplete UTF-8 character, is held back until it is settled.
-    An `answer` row's text is cut by the answer rule (`cut_answer`) as it streams and at its end.
-    """
-
-    prompt_ids: list[int]
-    sampling: Sampling
-    stop_ids: frozenset[int] = frozenset()
-    adapter: str = BASE_ADAPTER
-    prefix: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # per layer (1, kv_heads, n, head_dim)
-    context: Context | None = None
-    lstrip: bool = False  # drop leading whitespace of the text (" Paris" after "Answer:")
-    answer: bool = False  # cut the text by the answer rule
-    suppress_first: frozenset[int] = frozenset()  # tokens that may not open the text (blank lines, EOS)
-    on_delta: Callable[[str], None] | None = None
-    cancelled: Callable[[], bool] = lambda: False
-    ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)  # of each generated token, stop token included
-    text: str = ""
-    finish_reason: str | None = None
-    generator: torch.Generator | None = None  # the row's own sampling generator, seeded on first use
-    _sent: int = 0
-
-    @property
-    def prefix_len(self) -> int:
-        if self.context is not None:
-            return self.context.length
-        return 0 if self.prefix is None else self.prefix[0][0].shape[-2]
-
-    @property
-    def prompt_tokens(self) -> int:
-        """Tokens the row attends to before its first generated one (a context counts)."""
-        return len(self.prompt_ids) + (self.context.length if self.context is not None else 0)
-
-    def _shown(self, text: str) -> str:
-        return cut_answer(text) if self.answer else text
-
-    def push(self, token: int, logprob: float, tokenizer) -> None:
-        """Append one generated token, apply stops and the token budget, and stream what is settled."""
-        self.logprobs.append(logprob)
-        if token in self.stop_ids:
-            self._finish("stop")
-            return
-        self.ids.append(token)
-        text = tokenizer.decode(self.ids, skip_special_tokens=True)
-        if self.lstrip:
-            text = text.lstrip()
-        cut = min((i for i in (text.find(s) for s in self.sampling.stop) if i >= 0), default=-1)
-        if cut >= 0:
-            self.text = self._shown(text[:cut])
-            self._finish("stop")
-            return
-        self.text = self._shown(text)
-        if len(self.ids) >= self.sampling.max_tokens:
-            self._finish("length")
-            return
-        settled = len(text.rstrip("\ufffd"))  # a partial UTF-8 character decodes to U+FFFD until complete
-        hold = max((_open_stop(text[:settled], stop) for stop in self.sampling.stop), default=0)
-        # the answer rule only ever shortens the end of a settled text, so what it shows now stays a prefix
-        self._emit(len(self._shown(text[: settled - hold])))
-
-    def _finish(self, reason: str) -> None:
-        self.finish_reason = reason
-        self._emit(len(self.text))
-
-    def _emit(self, upto: int) -> None:
-        if upto > self._sent:
-            if self.on_delta is not None:
-                self.on_delta(self.text[self._sent : upto])
-            self._sent = upto
-
-
-def _open_stop(text: str, stop: str) -> int:
-    """Length of the longest tail of `text` that is the start of `stop` (it may still become the stop string)."""
-    for n in range(min(len(stop) - 1, len(text)), 0, -1):
-        if text.endswith(stop[:n]):
-            return n
-    return 0
 
 
 def _prefix_cache(model: torch.nn.Module, rows: list[Row], dtype: torch.dtype, device) -> tuple[DynamicCache, int]:

@@ -27,11 +27,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from imprint import __version__
 from imprint.models import DEFAULT_MODEL, BaseModel, load_base
+from imprint.prompts import qa_prompt
 from imprint.serve import errors
 from imprint.serve.config import ServeConfig
 from imprint.serve.errors import APIError
 from imprint.serve.limits import BodyLimit
-from imprint.serve.prompting import chat_prompt, completion_prompt, single_question
+from imprint.serve.prompting import Prompt, chat_prompt, completion_prompt, single_question
 from imprint.serve.schemas import (
     ChatCompletion,
     ChatRequest,
@@ -149,8 +150,13 @@ async def chat_completions(body: ChatRequest, service: Svc, who: Who):
                            "messages")  # fmt: skip
         answer = await service.answer(body, question, module, who, options)
         return _answer_response(service, answer, meta, body)
-    prompt = chat_prompt(service.tokenizer, messages, on_module=module is not None)
-    rows = service.plan(body, [prompt], who, "messages")
+    question = single_question(messages) if module is not None else None
+    if question is not None:  # a question to a module: answered as `imprint ask --mode module` answers it
+        rows = service.answer_rows(body, question, module, who)
+        prompt = Prompt(qa_prompt(question), rows[0].prompt_ids, style="qa")
+    else:
+        prompt = chat_prompt(service.tokenizer, messages)
+        rows = service.plan(body, [prompt], who, "messages")
     info = {"module": module.key if module else None, "mode": "module" if module else "base"}
     if body.stream:
         deltas = service.stream(rows, module, who)

@@ -1,9 +1,9 @@
 """From an API request to the text the model sees, and where its answer ends.
 
 - `/v1/completions`: the prompt as given (plus the tokenizer's BOS), nothing added.
-- `/v1/chat/completions` on a module, when the conversation is one user message: the closed-book question format
-  the modules were trained on (`imprint.prompts.qa_prompt`, "Question: ...\\nAnswer:"), answered by the answer rule
-  of `imprint ask` (`imprint.inference.rules`). The module answers best in this format.
+- `/v1/chat/completions` on a module, when the conversation is one user message: not a chat but a question,
+  answered as `imprint ask --mode module` answers it (`imprint.system.System`: the closed-book question format the
+  modules were trained on, "Question: ...\\nAnswer:", and the answer rule). The module answers best in this format.
 - any other chat: the tokenizer's chat template when it has one; otherwise (the embedded gemma-3-270m is a base
   model and has none) a plain transcript, system text first, then "User: ...", "Assistant: ..." lines, ending in
   "Assistant:"; generation stops before the model writes the next "\\nUser:" turn.
@@ -12,9 +12,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from imprint.inference import ANSWER_STOPS, blank_ids
-from imprint.prompts import qa_prompt
 
 TRANSCRIPT_STOP = "\nUser:"
 
@@ -26,8 +23,6 @@ class Prompt:
     stop: tuple[str, ...] = ()  # stop strings the format adds to the request's own
     lstrip: bool = False  # drop the space a format leaves before the answer
     style: str = "raw"  # raw | qa | template | transcript
-    suppress_first: frozenset[int] = frozenset()  # tokens that may not open the answer
-    answer: bool = False  # cut by the answer rule, as `imprint ask` answers
 
 
 def _encode(tokenizer, text: str, special: bool) -> list[int]:
@@ -45,12 +40,9 @@ def single_question(messages: list[tuple[str, str]]) -> str | None:
     return None
 
 
-def chat_prompt(tokenizer, messages: list[tuple[str, str]], on_module: bool) -> Prompt:
-    """`messages` as (role, text) pairs; roles system, developer, user, assistant."""
-    question = single_question(messages) if on_module else None
-    if question is not None:
-        text = qa_prompt(question)
-        return Prompt(text, _encode(tokenizer, text, True), ANSWER_STOPS, False, "qa", blank_ids(tokenizer), True)
+def chat_prompt(tokenizer, messages: list[tuple[str, str]]) -> Prompt:
+    """`messages` as (role, text) pairs; roles system, developer, user, assistant. (A one-question chat on a module
+    is answered as a question instead: `Service.answer_rows`.)"""
     if getattr(tokenizer, "chat_template", None):
         turns = [{"role": "system" if r == "developer" else r, "content": t} for r, t in messages]
         text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)

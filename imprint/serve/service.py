@@ -17,18 +17,19 @@ from datetime import datetime
 from pathlib import Path
 
 from imprint import refs
+from imprint.answer.calibration import load_calibration, uncalibrated
 from imprint.errors import ImprintError, NotFoundError
-from imprint.inference import Row, Sampling, answer_row, stop_token_ids
+from imprint.inference import Row, Sampling, stop_token_ids
 from imprint.integrity import NonFiniteModuleError
 from imprint.models import BaseModel
-from imprint.prompts import qa_prompt
 from imprint.serve.config import ServeConfig
 from imprint.serve.errors import APIError
 from imprint.serve.indexes import IndexCache
 from imprint.serve.modules import ModuleCache, ModuleTooLarge
-from imprint.serve.prompting import Prompt, completion_prompt
+from imprint.serve.prompting import Prompt
 from imprint.serve.scheduler import Job, ModuleRef, QueueFull, Scheduler
 from imprint.serve.tenants import KeyRing, Tenant
+from imprint.system import ANSWER_TOKENS, ContextTooLong, Mode, System
 
 
 def _epoch(stamp: str) -> int:
@@ -149,18 +150,17 @@ class Service:
         return MergedRetriever(found)
 
     async def answer(self, body, question: str, module: ModuleRef | None, tenant: Tenant, options):
-        """One question answered as `imprint ask` answers it (`imprint.answer`): `rag` or `module+rag` with
-        retrieval, `base` or `module` closed-book plus evidence otherwise; greedy, by the answer rule. The answer's
-        row decodes in the shared batch beside every other request's; retrieval and evidence run on the
-        retrieval thread (the workspace's SQLite connections and the index cache stay there)."""
-        from imprint.answer import Generated, answer_prompt, confidence, make_answers, retrieve, system_name
-        from imprint.answer.calibration import load_calibration, uncalibrated
-
+        """One question answered as `imprint ask` answers it, through the same `System` steps: `rag` or
+        `module+rag` with retrieval, `base` or `module` closed-book plus evidence otherwise; greedy, by the answer
+        rule. The System's rows decode in the shared batch beside every other request's; retrieval and evidence
+        run on the retrieval thread (the workspace's SQLite connections and the index cache stay there)."""
         if body.n != 1:
             raise APIError(400, "Answers with retrieval or evidence come one at a time: use n=1.", "n")
-        (planned,) = self.plan(body, [completion_prompt(self.tokenizer, qa_prompt(question))], tenant, "messages")
+        max_tokens = self.max_tokens(body, tenant, default=ANSWER_TOKENS)
         label = module.key if module else None
-        mode = ("module+rag" if module else "rag") if options.retrieval else ("module" if module else "base")
+        mode = (
+            (Mode.MODULE_RAG if module else Mode.RAG) if options.retrieval else (Mode.MODULE if module else Mode.BASE)
+        )
         collections = self.collections(tenant, module, options)
         loop = asyncio.get_running_loop()
 
@@ -168,46 +168,50 @@ class Service:
             retriever = self.retriever(collections)
             if retriever is None and options.retrieval:
                 raise APIError(400, "The workspace has no documents to retrieve from.", "imprint.retrieval")
-            hits, search_ms = retrieve(retriever, [question], mode, options.k)
             # a calibration is fitted on one collection's evidence: applied there only, never across a merge
-            system = system_name(mode, label)
-            if len(collections) != 1:
-                return retriever, hits, search_ms, uncalibrated(system)
-            return retriever, hits, search_ms, load_calibration(self.root, system, mode, collections[0])
+            key = mode.calibration_key(label)
+            one = collections[0] if len(collections) == 1 else None
+            calibration = load_calibration(self.root, key, mode, one) if one else uncalibrated(key)
+            system = System(mode, self.tokenizer, None, label, one, retriever, None, calibration, options.k,
+                            self.max_context, self.stop_ids)  # fmt: skip
+            return system.plan([question], max_new_tokens=max_tokens)
 
         try:
-            retriever, hits, search_ms, calibration = await loop.run_in_executor(self.retrieval_thread, prepare)
+            plan = await loop.run_in_executor(self.retrieval_thread, prepare)
         except Exception as exc:
-            raise as_api_error(exc) from exc
-        ids = self.tokenizer(answer_prompt(question, hits[0])).input_ids
-        row = answer_row(self.tokenizer, ids, planned.sampling.max_tokens, self.stop_ids)
-        rows = [row]
-        if mode == "module+rag":  # the module's closed-book answer too, in the same batch (`conflict`, as ask does)
-            ids = self.tokenizer(answer_prompt(question, None)).input_ids
-            rows.append(answer_row(self.tokenizer, ids, planned.sampling.max_tokens, self.stop_ids))
-        started = time.perf_counter()
-        await self.run(rows, module, tenant)
-        generated = [Generated(row.text, confidence(self.tokenizer, row), row.prompt_tokens,
-                               (time.perf_counter() - started) * 1000)]  # fmt: skip
-        closed_book = [rows[1].text] if len(rows) > 1 else None
-
-        def finish():
-            return make_answers(generated, [question], hits, search_ms, mode, label, retriever, calibration, options.k,
-                                closed_book)  # fmt: skip
-
+            raise as_api_error(exc, "messages") from exc
+        await self.run(plan.rows, module, tenant)  # module+rag: its closed-book row too, in the same batch
         try:
-            return (await loop.run_in_executor(self.retrieval_thread, finish))[0]
+            return (await loop.run_in_executor(self.retrieval_thread, plan.finish))[0]
         except Exception as exc:
             raise as_api_error(exc) from exc
+
+    def answer_rows(self, body, question: str, module: ModuleRef, tenant: Tenant) -> list[Row]:
+        """A one-question chat on a module, without `imprint` options: the rows of `imprint ask --mode module`
+        (the same System steps and answer rule, greedy) for each of `n` choices; a temperature or top-p the request
+        sets explicitly samples instead, under the same answer rule."""
+        max_tokens = self.max_tokens(body, tenant, default=ANSWER_TOKENS)
+        self._check_n(body, 1)
+        system = System(Mode.MODULE, self.tokenizer, None, module.key, max_context=self.max_context,
+                        stop_ids=self.stop_ids)  # fmt: skip
+        sampled = bool({"temperature", "top_p"} & body.model_fields_set)
+        rows = []
+        for j in range(body.n):
+            sampling = self._sampling(body, max_tokens, j) if sampled else None
+            try:
+                rows += system.plan([question], max_new_tokens=max_tokens, sampling=sampling).rows
+            except ContextTooLong as exc:
+                raise as_api_error(exc, "messages") from None
+        return rows
 
     # --- running a request ---
 
-    def plan(self, body, prompts: list[Prompt], tenant: Tenant, prompt_param: str) -> list[Row]:
-        """Check the request against the limits and turn it into rows (prompt-major, then `n`)."""
+    def max_tokens(self, body, tenant: Tenant, default: int | None = None) -> int:
+        """The request's token budget, checked against the key's limit (`default` when it sets none)."""
         limit = min(self.config.max_tokens, tenant.max_tokens or self.config.max_tokens)
         max_tokens = body.max_tokens or getattr(body, "max_completion_tokens", None)
         if max_tokens is None:
-            max_tokens = min(self.config.default_max_tokens, limit)
+            max_tokens = min(default or self.config.default_max_tokens, limit)
         if max_tokens > limit:
             raise APIError(
                 400,
@@ -215,15 +219,29 @@ class Service:
                 "max_tokens",
                 "max_tokens_exceeded",
             )
+        return max_tokens
+
+    def _check_n(self, body, prompts: int) -> None:
         if body.n > self.config.max_n:
             raise APIError(400, f"n is too large: {body.n}. This server allows at most {self.config.max_n}.", "n")
-        if body.n * len(prompts) > self.config.max_batch:
+        if body.n * prompts > self.config.max_batch:
             raise APIError(
                 400,
-                f"n x prompts = {body.n * len(prompts)} sequences; at most {self.config.max_batch} per request.",
+                f"n x prompts = {body.n * prompts} sequences; at most {self.config.max_batch} per request.",
                 "n",
             )
+
+    def _sampling(self, body, max_tokens: int, j: int, extra_stop: tuple[str, ...] = ()) -> Sampling:
+        """The request's sampling settings for its `j`-th choice (its seed advanced by `j`)."""
         stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+        seed = None if body.seed is None else (body.seed + j) % 2**63
+        return Sampling(max_tokens, body.temperature, body.top_p, stop + extra_stop, seed, body.presence_penalty,
+                        body.frequency_penalty)  # fmt: skip
+
+    def plan(self, body, prompts: list[Prompt], tenant: Tenant, prompt_param: str) -> list[Row]:
+        """Check the request against the limits and turn it into rows (prompt-major, then `n`)."""
+        max_tokens = self.max_tokens(body, tenant)
+        self._check_n(body, len(prompts))
         rows = []
         for prompt in prompts:
             if not prompt.ids:
@@ -238,27 +256,9 @@ class Service:
                     "context_length_exceeded",
                 )
             for j in range(body.n):
-                seed = None if body.seed is None else (body.seed + j) % 2**63
-                sampling = Sampling(
-                    max_tokens,
-                    body.temperature,
-                    body.top_p,
-                    stop + prompt.stop,
-                    seed,
-                    body.presence_penalty,
-                    body.frequency_penalty,
-                )
+                sampling = self._sampling(body, max_tokens, j, prompt.stop)
                 stop_ids = frozenset() if body.ignore_eos else self.stop_ids
-                rows.append(
-                    Row(
-                        prompt.ids,
-                        sampling,
-                        stop_ids,
-                        lstrip=prompt.lstrip,
-                        suppress_first=prompt.suppress_first,
-                        answer=prompt.answer,
-                    )
-                )
+                rows.append(Row(prompt.ids, sampling, stop_ids, lstrip=prompt.lstrip))
         return rows
 
     def _admit(self, tenant: Tenant) -> None:
@@ -349,9 +349,11 @@ class Service:
             job.cancelled = True  # the client left (or we are done): stop decoding its rows
 
 
-def as_api_error(exc: BaseException) -> APIError:
+def as_api_error(exc: BaseException, prompt_param: str | None = None) -> APIError:
     if isinstance(exc, APIError):
         return exc
+    if isinstance(exc, ContextTooLong):
+        return APIError(400, str(exc), prompt_param, "context_length_exceeded")
     if isinstance(exc, ModuleTooLarge):
         return APIError(503, str(exc), "model", "module_exceeds_memory_budget")
     if isinstance(exc, NonFiniteModuleError):

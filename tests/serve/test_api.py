@@ -9,10 +9,11 @@ import openai
 import pytest
 import torch
 
-from imprint.answer import Answerer, cut_answer
+from imprint.answer import cut_answer
 from imprint.methods.loading import load_module
 from imprint.models import load_base, wants_autocast
 from imprint.prompts import qa_prompt
+from imprint.system import System
 from imprint.workspace import Workspace
 
 QUESTION = "Who has served as chief financial officer since March 2019?"
@@ -86,7 +87,7 @@ def test_chat_on_a_module_answers_as_imprint_ask_does(client, ws_dir):
     for model in ("alpha@1", "beta", "cart"):
         chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": QUESTION}],
                                               max_tokens=24, temperature=0)  # fmt: skip
-        ask = Answerer(Workspace.open(ws_dir), "module", model, model="tiny")([QUESTION])[0]
+        ask = System.open(Workspace.open(ws_dir), "module", model, model="tiny")([QUESTION])[0]
         assert cut_answer(chat.choices[0].message.content) == ask.guess and "\n" not in chat.choices[0].message.content
         assert chat.usage.prompt_tokens == len(qa_prompt(QUESTION)) + 1  # the byte tokenizer: bytes + BOS
 

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from imprint.answer import Answerer
 from imprint.evaluate.evalset import EvalItem
-from imprint.evaluate.run import SystemSpec, score_system
+from imprint.evaluate.run import score_system
 from imprint.inference import answer_row, generate, stop_token_ids
 from imprint.inference.modules import ModuleHost
 from imprint.methods import loading
-from imprint.methods.loading import load_module
 from imprint.models import load_base
 from imprint.prompts import qa_prompt
+from imprint.system import System
 from imprint.workspace import Workspace
 
 QUESTIONS = [
@@ -85,17 +84,16 @@ def test_ask_eval_and_server_give_the_same_answer(client, ws_dir):
     ws = Workspace.open(ws_dir)
     question = QUESTIONS[0]
     for module in ("beta", "cart"):
-        asked = Answerer(ws, "module", module, model="tiny")([question])[0]
-        model, tokenizer, _ = load_module(ws, module)
+        system = System.open(ws, "module", module, model="tiny")
+        asked = system([question])[0]
         item = EvalItem(id="q1", question=question, answers=("Priya Raman",))
-        context = {"retriever": Answerer(ws, "rag", model="tiny").retriever}
-        (row,) = score_system(SystemSpec(module, "module", asked.module), model, tokenizer, [item], context)["rows"]
+        (row,) = score_system(system, [item], module)["rows"]
         served = client.chat.completions.create(
             model=module, messages=[{"role": "user", "content": question}], max_tokens=24, temperature=0,
             extra_body={"imprint": {"evidence": True}})  # fmt: skip
         info = served.model_extra["imprint"]
-        plain = client.chat.completions.create(model=module, messages=[{"role": "user", "content": question}],
-                                               max_tokens=24, temperature=0)  # fmt: skip
+        # a plain one-question chat, no temperature given: greedy, and it stops where ask stops
+        plain = client.chat.completions.create(model=module, messages=[{"role": "user", "content": question}])
         assert asked.answer == row["answer"] == served.choices[0].message.content == plain.choices[0].message.content
         assert asked.confidence == row["confidence"] == info["confidence"]
         assert asked.evidence == row["evidence"] == info["evidence"]

@@ -17,12 +17,12 @@ from pathlib import Path
 import openai
 import pytest
 
-from imprint.answer import Answerer
 from imprint.evaluate.forgetting import RETENTION_PROMPTS, retention_samples, score_samples
 from imprint.evaluate.run import EvalOptions, evaluate
 from imprint.models import load_base
 from imprint.synth.generators import GeneratorConfig
 from imprint.synth.generators.local import LocalGenerator
+from imprint.system import System
 from imprint.train.replay import PROMPTS, self_replay
 from imprint.workspace import Workspace
 
@@ -49,7 +49,7 @@ def observed(ws_dir, server, tmp_path_factory):
     ws = Workspace.open(ws_dir)
     out: dict = {"ask": {}, "chat": {}, "completions": {}}
     for mode, module in ASKED:
-        answers = Answerer(ws, mode, module, model="tiny")(QUESTIONS)
+        answers = System.open(ws, mode, module, model="tiny")(QUESTIONS)
         out["ask"][f"{mode}:{module}"] = [_answer(a) for a in answers]
 
     eval_set = tmp_path_factory.mktemp("golden-eval") / "eval.jsonl"

@@ -4,7 +4,7 @@
 import httpx
 import pytest
 
-from imprint.answer import Answerer
+from imprint.system import System
 from imprint.workspace import Workspace
 
 QUESTION = "How many days of paid annual leave do employees receive?"
@@ -25,7 +25,8 @@ def test_retrieval_answers_as_imprint_ask_does_with_evidence(client, ws_dir, mod
     )
     assert len(info["evidence"]) == 1  # the corpus is one chunk
     assert "27 days" in info["evidence"][0]["quote"] and info["evidence"][0]["doc_id"].startswith("d")
-    expected = Answerer(Workspace.open(ws_dir), mode, None if model == "tiny" else model, model="tiny", k=2)([QUESTION])
+    module = None if model == "tiny" else model
+    expected = System.open(Workspace.open(ws_dir), mode, module, model="tiny", k=2)([QUESTION])
     assert out.choices[0].message.content == expected[0].answer
     assert info["confidence"] == expected[0].confidence and info["abstained"] == expected[0].abstained
 
