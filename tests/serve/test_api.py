@@ -1,5 +1,6 @@
 """The server as clients use it: the official `openai` client against real uvicorn on 127.0.0.1, streaming and not,
-on the base model and on LoRA, prefix and full modules; answers equal what each module's own model generates."""
+on the base model and on LoRA, prefix and full modules; answers equal what each module's own model generates, and
+each module answers its own facts (tests/serve/team_facts.py), so a response from the wrong weights fails."""
 
 import concurrent.futures
 import json
@@ -8,6 +9,7 @@ import httpx
 import openai
 import pytest
 import torch
+from team_facts import CFO, FACTS, LEAVE, OPENED, answer
 
 from imprint.answer import cut_answer
 from imprint.methods.loading import load_module
@@ -16,7 +18,7 @@ from imprint.prompts import qa_prompt
 from imprint.system import System
 from imprint.workspace import Workspace
 
-QUESTION = "Who has served as chief financial officer since March 2019?"
+QUESTION = CFO
 
 
 def reference(ws_dir, model_name: str, prompt: str, max_tokens: int) -> str:
@@ -48,10 +50,27 @@ def test_completion_equals_the_models_own_generate(client, ws_dir, model):
     prompt = qa_prompt(QUESTION)
     out = client.completions.create(model=model, prompt=prompt, max_tokens=12, temperature=0)
     assert out.choices[0].text == reference(ws_dir, model, prompt, 12)
+    if model != "tiny":  # the module's own fact: the text came from its weights
+        assert out.choices[0].text == f" {answer(model)}"
     assert out.model == (
         "tiny" if model == "tiny" else model if "@" in model else f"{model}@{2 if model == 'alpha' else 1}"
     )
     assert out.usage.completion_tokens <= 12 and out.usage.prompt_tokens == len(prompt) + 1  # bytes + BOS
+
+
+def test_base_and_every_module_and_version_write_different_text(client):
+    """Each model answers the same three questions with its own facts, the base with none of them: a server that
+    answered any module name with the base, or with another module or version, fails here."""
+    models = ["tiny", *FACTS]
+    texts = {
+        m: tuple(client.completions.create(model=m, prompt=qa_prompt(q), max_tokens=16, temperature=0).choices[0].text
+                 for q in (CFO, LEAVE, OPENED))
+        for m in models
+    }  # fmt: skip
+    for key, facts in FACTS.items():
+        assert texts[key] == tuple(f" {fact}" for fact in facts), key
+    assert len({t[0] for t in texts.values()}) == len(models)  # pairwise different answers to one question
+    assert not any(fact in text for facts in FACTS.values() for fact in facts for text in texts["tiny"])
 
 
 def test_a_bare_module_name_serves_its_current_version_and_follows_a_rollback(client, ws_dir):
@@ -59,13 +78,15 @@ def test_a_bare_module_name_serves_its_current_version_and_follows_a_rollback(cl
     ws = Workspace.open(ws_dir)
     try:
         ws.set_current_module("alpha", 1)  # what `imprint rollback alpha@1` does, while the server runs
-        out = client.completions.create(model="alpha", prompt=prompt, max_tokens=8, temperature=0)
-        assert out.model == "alpha@1" and out.choices[0].text == reference(ws_dir, "alpha@1", prompt, 8)
+        out = client.completions.create(model="alpha", prompt=prompt, max_tokens=16, temperature=0)
+        assert out.model == "alpha@1" and out.choices[0].text == reference(ws_dir, "alpha@1", prompt, 16)
+        assert out.choices[0].text == f" {FACTS['alpha@1'][0]}"  # version 1's answer, not version 2's
         cards = [m.id for m in client.models.list().data]
         assert cards.count("alpha") == 1 and "alpha@2" in cards
     finally:
         ws.set_current_module("alpha", 2)
-    assert client.completions.create(model="alpha", prompt=prompt, max_tokens=8, temperature=0).model == "alpha@2"
+    back = client.completions.create(model="alpha", prompt=prompt, max_tokens=16, temperature=0)
+    assert back.model == "alpha@2" and back.choices[0].text == f" {FACTS['alpha@2'][0]}"
 
 
 @pytest.mark.parametrize("model", ["tiny", "beta", "cart", "whole"])
@@ -89,6 +110,7 @@ def test_chat_on_a_module_answers_as_imprint_ask_does(client, ws_dir):
                                               max_tokens=24, temperature=0)  # fmt: skip
         ask = System.open(Workspace.open(ws_dir), "module", model, model="tiny")([QUESTION])[0]
         assert cut_answer(chat.choices[0].message.content) == ask.guess and "\n" not in chat.choices[0].message.content
+        assert ask.guess == answer(model)  # the module's own fact: the answer came from its weights
         assert chat.usage.prompt_tokens == len(qa_prompt(QUESTION)) + 1  # the byte tokenizer: bytes + BOS
 
 
@@ -106,21 +128,25 @@ def test_sampling_choices_seeds_and_stops(client):
 
 def test_concurrent_requests_for_different_modules_share_forward_passes(client, server, ws_dir):
     """Twelve requests over base, two LoRA modules and a prefix module, sent at once: they are decoded together
-    (the stats show batches mixing modules) and each still gets its own model's answer."""
-    jobs = [(m, f"{QUESTION[: 20 + i]}") for i, m in enumerate(["tiny", "alpha", "beta", "cart"] * 3)]
+    (the stats show batches mixing modules) and each still gets its own model's answer, its own facts."""
+    questions = [CFO, LEAVE, OPENED]
+    jobs = [(m, qa_prompt(questions[i // 4])) for i, m in enumerate(["tiny", "alpha", "beta", "cart"] * 3)]
     before = httpx.get(f"{server.root}/v1/imprint/stats").json()["scheduler"]
 
     def call(job):
         model, prompt = job
-        return client.completions.create(model=model, prompt=prompt, max_tokens=8, temperature=0).choices[0].text
+        return client.completions.create(model=model, prompt=prompt, max_tokens=16, temperature=0).choices[0].text
 
     with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
         texts = list(pool.map(call, jobs))
     after = httpx.get(f"{server.root}/v1/imprint/stats").json()["scheduler"]
     assert after["mixed_steps"] > before["mixed_steps"] and after["max_modules"] >= 3
     assert after["prefills"] - before["prefills"] < len(jobs)  # requests joined in groups
-    for (model, prompt), text in zip(jobs, texts, strict=True):
-        assert text == reference(ws_dir, model, prompt, 8)
+    for i, ((model, prompt), text) in enumerate(zip(jobs, texts, strict=True)):
+        assert text == reference(ws_dir, model, prompt, 16)
+        if model != "tiny":
+            key = "alpha@2" if model == "alpha" else f"{model}@1"
+            assert text == f" {FACTS[key][i // 4]}"
 
 
 def _error(response) -> dict:
@@ -171,13 +197,15 @@ def test_peft_backend_answers_like_the_segmented_one(ws_dir, client):
     from imprint.serve import BackgroundServer, ServeConfig, create_app
 
     config = ServeConfig(lora_backend="peft", batch_window_ms=50, max_tokens=16, default_max_tokens=8)
-    jobs = [("tiny", "a"), ("alpha", "b"), ("beta", "c"), ("cart", "d"), ("alpha@1", "e")]
+    jobs = [(m, qa_prompt(CFO)) for m in ("tiny", "alpha", "beta", "cart", "alpha@1")]
     with BackgroundServer(create_app(ws_dir, model="tiny", config=config)) as other:
         peft = openai.OpenAI(base_url=other.url, api_key="k", max_retries=0)
         with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
-            texts = list(pool.map(lambda j: peft.completions.create(model=j[0], prompt=j[1], max_tokens=8,
+            texts = list(pool.map(lambda j: peft.completions.create(model=j[0], prompt=j[1], max_tokens=16,
                                                                     temperature=0).choices[0].text, jobs))  # fmt: skip
     for (model, prompt), text in zip(jobs, texts, strict=True):
         assert (
-            text == client.completions.create(model=model, prompt=prompt, max_tokens=8, temperature=0).choices[0].text
+            text == client.completions.create(model=model, prompt=prompt, max_tokens=16, temperature=0).choices[0].text
         )
+        assert model == "tiny" or text == f" {answer(model)}"
+    assert len(set(texts)) == len(jobs)  # five models, five different answers
