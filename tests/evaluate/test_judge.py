@@ -5,55 +5,20 @@ so the test checks what imprint sends, what it parses back, and how it fails.
 """
 
 import socket
-import threading
-import time
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
+from judge_server import running_judge
 
 from imprint.errors import ImprintError
 from imprint.evaluate.judge import SYSTEM, openai_judge, parse_verdict
-from imprint.evaluate.metrics import normalize
 
 seen: list[dict] = []
 
 
-def judge_app() -> FastAPI:
-    app = FastAPI()
-
-    @app.post("/v1/chat/completions")
-    def chat(body: dict):
-        seen.append(body)
-        prompt = body["messages"][-1]["content"]
-        fields = dict(line.split(": ", 1) for line in prompt.splitlines() if ": " in line)
-        gold = [normalize(g) for g in fields["Accepted answers"].split(" | ")]
-        answer = normalize(fields["System's answer"])
-        reply = "I cannot tell" if "maybe" in answer else ("CORRECT" if any(g in answer for g in gold) else "INCORRECT")
-        return {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-        }
-
-    return app
-
-
 @pytest.fixture(scope="module")
 def server():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(judge_app(), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    srv.should_exit = True
-    thread.join(5)
+    with running_judge(seen) as url:
+        yield url
 
 
 @pytest.mark.parametrize(
