@@ -521,15 +521,18 @@ def cmd_serve(args) -> None:
             probe.bind((args.host, args.port))
         except OSError as exc:
             raise ImprintError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; pick another port") from None
-    if args.threads:
-        import torch
+    import torch
 
+    if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(args.workspace) if args.workspace else default_root()
     app = create_app(root, model=args.model, keys=args.keys, config=config)
     tenants = "open to any client (no --keys)" if not args.keys else f"API keys from {args.keys}"
     where = f"http://{args.host}:{args.port}/v1"
-    err.print(f"serving {args.model} and the modules of {root} on {where}, {tenants}", soft_wrap=True, markup=False)
+    n = torch.get_num_threads()  # what --threads set, or torch's own choice
+    threads = f"{n} CPU thread{'s' if n != 1 else ''}"
+    err.print(f"serving {args.model} and the modules of {root} on {where}, {tenants}, {threads}", soft_wrap=True,
+              markup=False)  # fmt: skip
     serve(app, args.host, args.port)
 
 
