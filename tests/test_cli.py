@@ -6,6 +6,7 @@ import re
 import pytest
 
 from imprint.cli import main
+from imprint.evaluate.metrics import normalize
 from imprint.workspace import Workspace
 
 CORPUS = (
@@ -59,14 +60,20 @@ def test_learn_then_ask_and_eval_on_tiny(ws_dir, corpus, tmp_path, capsys):
         "overridden",
     }
     assert answer["conflict"] is None  # only module+rag checks its module against the passages
-    assert answer["evidence"] and answer["evidence"][0]["chunk_id"] and answer["supported"] in (True, False)
-    assert answer["mode"] == "module" and answer["module"] == "hb@1" and 0 <= answer["confidence"] <= 1
+    assert answer["evidence"] and answer["evidence"][0]["chunk_id"] and answer["mode"] == "module"
+    # two epochs teach the tiny model nothing: its answer has no word of the evidence, which does not support it
+    evidence_words = set(normalize(answer["evidence"][0]["quote"]).split())
+    assert answer["module"] == "hb@1" and not set(normalize(answer["answer"]).split()) & evidence_words
+    assert answer["supported"] is False
 
     questions = tmp_path / "eval.jsonl"
     questions.write_text(json.dumps({"question": "Who is the CFO?", "answers": ["Priya Raman"]}) + "\n")
     assert main(["eval", str(questions), "--module", "hb", "--systems", "base,module", "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert set(scores) == {"base", "hb@1"} and all(s["n"] == 1 for s in scores.values())
+    assert all((s["exact_match"], s["token_f1"]) == (0.0, 0.0) for s in scores.values())  # no gold word written
+    row = json.loads(max((ws_dir / "reports").glob("*/scorecard.json")).read_text())["systems"][1]["rows"][0]
+    assert (row["answer"], row["confidence"]) == (answer["answer"], answer["confidence"])  # eval answers as ask did
 
     # re-adding the same folder is a no-op; the module is retrained as version 2, here with self-replay
     assert (

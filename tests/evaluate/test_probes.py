@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from imprint.answer import answer_questions
 from imprint.evaluate.evalset import EvalItem, load_eval_set
 from imprint.evaluate.leakage import leakage_report
 from imprint.evaluate.metrics import answer_contained
@@ -89,17 +90,26 @@ def test_eval_continues_probes_as_given_in_every_mode(tmp_path, monkeypatch):
     monkeypatch.setenv("IMPRINT_CACHE", str(tmp_path / "cache"))
     ws = Workspace.open(tmp_path / "ws")
     ws.put_document("/docs/band.md", "Galactica", TEXT, chunk_text(TEXT, lambda s: len(s.split()), max_tokens=20))
+    tiny = load_base("tiny")
+    tokenizer = tiny.tokenizer
+    # one more probe, whose gold is what the base model itself continues the memorise prompt with
+    said = answer_questions(tiny.model, tokenizer, [ITEMS[1]["prompt"]], "base", completion=True)[0].generated
+    echo = {"id": "e", "prompt": ITEMS[1]["prompt"], "answers": [said], "probe": "echo"}
     path = tmp_path / "probes.jsonl"
-    path.write_text("".join(json.dumps(i) + "\n" for i in ITEMS))
+    path.write_text("".join(json.dumps(i) + "\n" for i in [*ITEMS, echo]))
     options = EvalOptions(modes=("base", "icl", "rag"), retention_samples=2, retention_tokens=8)
     card = evaluate(ws, [path], [], model="tiny", options=options)
     base, icl, rag = card["systems"]
-    tokenizer = load_base("tiny").tokenizer
     for system in (base, icl, rag):
-        assert [r["id"] for r in system["rows"]] == ["q", "m", "p", "h"]  # questions and probes, in file order
-        assert [r["completion"] for r in system["rows"]] == [False, True, True, True]
-        assert set(system["by_probe"]) == {"memorise", "paraphrase", "hard"}
+        assert [r["id"] for r in system["rows"]] == ["q", "m", "p", "h", "e"]  # questions and probes, in file order
+        assert [r["completion"] for r in system["rows"]] == [False, True, True, True, True]
+        assert set(system["by_probe"]) == {"memorise", "paraphrase", "hard", "echo"}
         assert system["by_probe"]["hard"]["n"] == 1 and system["answer_contained"] is not None
+    # scored on what was generated: the base's own continuation is its gold, the band's real label is not written
+    assert base["rows"][4]["answer"] == said
+    assert base["by_probe"]["echo"] == {"n": 1, "exact_match": 1.0, "token_f1": 1.0, "answer_contained": 1.0}
+    assert base["by_probe"]["memorise"] == {"n": 1, "exact_match": 0.0, "token_f1": 0.0, "answer_contained": 0.0}
+    assert base["answer_contained"] == 0.2  # 1 of the 5 answerable items
     # closed book: the probe itself, no "Question: ... Answer:" wrapper around it
     assert base["rows"][1]["prompt_tokens"] == len(tokenizer(ITEMS[1]["prompt"]).input_ids)
     assert base["rows"][0]["prompt_tokens"] > len(tokenizer(ITEMS[0]["question"]).input_ids)  # the wrapper

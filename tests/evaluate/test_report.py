@@ -66,7 +66,10 @@ def test_scorecard_holds_learned_forgot_and_cost_for_every_system(run):
     assert icl["cost"]["prompt_tokens_mean"] > base["cost"]["prompt_tokens_mean"]  # the corpus is in the prompt
     assert all(r["evidence"] for r in rag["rows"])  # retrieval modes show the chunks they read
     assert base["forgot"]["self"]["top1_agreement"] == 1.0 and base["forgot"]["self"]["nll_delta"] == 0.0
-    assert 0.0 <= module["forgot"]["self"]["top1_agreement"] <= 1.0
+    # scored on the base's own samples (--retention-samples 3), the change measured from the base's NLL on them
+    mine, theirs = module["forgot"]["self"], base["forgot"]["self"]
+    assert mine["samples"] == theirs["samples"] == 3 and mine["tokens"] == theirs["tokens"] > 0
+    assert mine["nll_delta"] == pytest.approx(mine["nll"] - theirs["nll"], abs=2e-4)
     assert module["cost"]["module_bytes"] == manifest["module_bytes"] > 0
     assert module["cost"]["train_wall_s"] == manifest["metrics"]["wall_s"] and base["cost"]["train_wall_s"] is None
     assert card["modules"]["hb@1"]["metrics"]["loss_curve"] == manifest["metrics"]["loss_curve"]
@@ -78,7 +81,11 @@ def test_scorecard_holds_learned_forgot_and_cost_for_every_system(run):
         assert {"token_f1_se", "exact_match_se", "token_f1_delta", "token_f1_delta_se"} <= set(bench)
         assert s["forgot"]["self"]["samples"] > 1 and s["forgot"]["self"]["top1_agreement_se"] is not None
         assert s["cost"]["latency_ms_p50"] > 0 and s["cost"]["prompt_tokens_mean"] > 0
-        assert 0.0 <= s["ece"] <= 1.0
+        # one epoch teaches the tiny model nothing: every system misses every gold word, so its ECE is its mean
+        # confidence (all answers wrong)
+        assert (s["exact_match"], s["token_f1"], s["answer_contained"]) == (0.0, 0.0, 0.0), s["system"]
+        confidences = [r["confidence"] for r in s["rows"] if r["answerable"]]
+        assert s["ece"] == pytest.approx(sum(confidences) / len(confidences), abs=1e-3) and s["ece"] > 0
 
 
 def test_report_is_self_contained(run):
