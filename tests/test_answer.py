@@ -2,6 +2,7 @@
 made exact."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ import torch
 from imprint.answer import ABSTAIN_TEXT, MODES, greedy_answers
 from imprint.errors import ImprintError
 from imprint.evaluate.calibration import Calibration
+from imprint.evaluate.metrics import normalize
 from imprint.ingest import chunk_text
 from imprint.models import load_base
 from imprint.prompts import CONTEXT_INSTRUCTION, completion_prompt, passages_block, qa_prompt
@@ -44,10 +46,13 @@ def test_every_mode_answers_with_evidence(base, ws, mode):
     )
     assert [a.mode for a in answers] == [mode, mode]
     for a in answers:
-        assert 0.0 <= a.confidence <= 1.0 and a.latency_ms > 0
+        assert a.latency_ms > 0 and set(a.signals) == {"logprob", "relevance", "support"}
+        # uncalibrated, confidence is the answer tokens' geometric-mean probability, the logprob signal's exp
+        assert a.confidence == pytest.approx(math.exp(a.signals["logprob"]), abs=2e-4) and a.confidence > 0
         assert a.evidence and {"doc_id", "title", "chunk_id", "quote", "score"} <= set(a.evidence[0])
-        assert a.evidence[0]["quote"] in TEXT and a.supported in (True, False)
-        assert set(a.signals) == {"logprob", "relevance", "support"}
+        # the random model's answer has no word of the corpus: the evidence does not support it
+        assert a.evidence[0]["quote"] in TEXT and not set(normalize(a.guess).split()) & set(normalize(TEXT).split())
+        assert a.supported is False and a.signals["support"] == 0.0
     closed_book = len(base.tokenizer(qa_prompt(questions[0])).input_ids)
     if mode in ("base", "module"):
         assert answers[0].prompt_tokens == closed_book

@@ -1,5 +1,9 @@
 """Serving on the real gemma-3-270m (slow): a continuously batched mix of base, LoRA and prefix rows gives each row
-the log-probabilities its own model gives (bf16, so within a small tolerance), and the server answers a chat."""
+the log-probabilities its own model gives, and the server answers a chat.
+
+The tolerance is what the arithmetic needs (bf16: 0.15 nats, fp32: 1e-3), and the adapters and the prefix move
+their rows' log-probabilities by far more than that (asserted: 10x), so a row decoded with the wrong module, or with
+none, cannot pass within it."""
 
 import openai
 import pytest
@@ -34,13 +38,13 @@ def _teacher_forced(model, prompt_ids, ids):
 def test_continuous_mixed_batch_on_gemma(tmp_path):
     base = load_base("gemma-3-270m")
     model = base.model
-    for i in range(3):  # random nonzero B: each adapter changes the answers
+    for i in range(3):  # random nonzero B, large enough that each adapter changes the answers
         torch.manual_seed(i)
         peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
         with torch.no_grad():
             for name, p in peft.named_parameters():
                 if "lora_B" in name:
-                    p.normal_(0, 0.02)
+                    p.normal_(0, 0.1)
         peft.save_pretrained(tmp_path / f"a{i}")
         model = peft.unload()
     text_config = model.config.get_text_config()
@@ -70,17 +74,19 @@ def test_continuous_mixed_batch_on_gemma(tmp_path):
     for i in (1, 2):
         reference.load_adapter(str(tmp_path / f"a{i}"), adapter_name=f"a{i}")
     reference.eval()
+    atol = 0.15 if base.model.dtype == torch.bfloat16 else 1e-3  # bf16 kernels differ with the batch's shape
     for r in first + later:
         assert len(r.ids) == 6 and r.finish_reason == "length"
+        with reference.disable_adapter():
+            plain = reference.get_base_model()
+            bare = _teacher_forced(plain, r.prompt_ids, r.ids)  # the same tokens, without the row's module
+            own = _teacher_forced(PrefixModel(plain, *prefix).eval(), r.prompt_ids, r.ids) if r.prefix else bare
         if r.adapter != "__base__":
             reference.set_adapter(r.adapter)
-            expected = _teacher_forced(reference, r.prompt_ids, r.ids)
-        else:
-            with reference.disable_adapter():
-                plain = reference.get_base_model()
-                own = PrefixModel(plain, *prefix).eval() if r.prefix else plain
-                expected = _teacher_forced(own, r.prompt_ids, r.ids)
-        torch.testing.assert_close(torch.tensor(r.logprobs), expected, atol=0.15, rtol=0.05)
+            own = _teacher_forced(reference, r.prompt_ids, r.ids)
+        torch.testing.assert_close(torch.tensor(r.logprobs), own, atol=atol, rtol=0)
+        moved = (own - bare).abs().max().item()  # what the row's module did to these log-probabilities
+        assert moved > 10 * atol if (r.adapter != "__base__" or r.prefix) else moved == 0, (r.adapter, moved)
 
 
 def test_chat_on_gemma_stops_before_the_next_turn(tmp_path):

@@ -3,6 +3,7 @@
 
 import httpx
 import pytest
+from team_facts import CFO, answer
 
 from imprint.system import System
 from imprint.workspace import Workspace
@@ -32,9 +33,14 @@ def test_retrieval_answers_as_imprint_ask_does_with_evidence(client, ws_dir, mod
 
 
 def test_closed_book_answer_with_evidence_and_streaming(client):
-    closed = _ask(client, "beta", evidence=True)
-    info = closed.model_extra["imprint"]
-    assert info["mode"] == "module" and info["supported"] in (True, False) and info["evidence"]
+    # alpha@1 learned the corpus's CFO, beta another name: the evidence backs the first and not the second
+    for model, supported in (("alpha@1", True), ("beta", False)):
+        messages = [{"role": "user", "content": CFO}]
+        closed = client.chat.completions.create(model=model, messages=messages, max_tokens=24, temperature=0,
+                                                extra_body={"imprint": {"evidence": True}})  # fmt: skip
+        info = closed.model_extra["imprint"]
+        assert closed.choices[0].message.content == answer(model) and info["mode"] == "module"
+        assert info["supported"] is supported and "Priya Raman" in info["evidence"][0]["quote"]
     chunks = list(_ask(client, "tiny", stream=True, retrieval=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == _ask(client, "tiny", retrieval=True).choices[0].message.content
