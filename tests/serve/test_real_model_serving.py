@@ -1,9 +1,10 @@
 """Serving on the real gemma-3-270m (slow): a continuously batched mix of base, LoRA and prefix rows gives each row
 the log-probabilities its own model gives, and the server answers a chat.
 
-The tolerance is what the arithmetic needs (bf16: 0.15 nats, fp32: 1e-3), and the adapters and the prefix move
-their rows' log-probabilities by far more than that (asserted: 10x), so a row decoded with the wrong module, or with
-none, cannot pass within it."""
+The mixed batch runs in fp32, so each row must match its own model to 1e-3 nats, while the adapters and the prefix
+move their rows' log-probabilities by nats (asserted: more than 10x the tolerance): a row decoded with the wrong
+module, or with none, cannot pass. In bf16 the engine and PEFT differ by up to 0.1-0.5 nats on such adapters, a
+tolerance that weaker modules' effects (0.3-1 nat, the B ~ N(0, 0.02) adapters this test used before) fit inside."""
 
 import openai
 import pytest
@@ -36,22 +37,22 @@ def _teacher_forced(model, prompt_ids, ids):
 
 
 def test_continuous_mixed_batch_on_gemma(tmp_path):
-    base = load_base("gemma-3-270m")
+    base = load_base("gemma-3-270m", dtype=torch.float32)
     model = base.model
-    for i in range(3):  # random nonzero B, large enough that each adapter changes the answers
+    for i in range(3):  # random nonzero B, large enough that each adapter moves its row's log-probs by nats
         torch.manual_seed(i)
         peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
         with torch.no_grad():
             for name, p in peft.named_parameters():
                 if "lora_B" in name:
-                    p.normal_(0, 0.1)
+                    p.normal_(0, 0.05)
         peft.save_pretrained(tmp_path / f"a{i}")
         model = peft.unload()
     text_config = model.config.get_text_config()
     torch.manual_seed(5)
     shape = (1, text_config.num_key_value_heads, 6, text_config.head_dim)
-    prefix = ([torch.randn(shape) for _ in range(text_config.num_hidden_layers)],
-              [torch.randn(shape) for _ in range(text_config.num_hidden_layers)])  # fmt: skip
+    prefix = ([3 * torch.randn(shape) for _ in range(text_config.num_hidden_layers)],
+              [3 * torch.randn(shape) for _ in range(text_config.num_hidden_layers)])  # fmt: skip
     bank = LoraBank(model)
     for i in range(3):
         bank.load(f"a{i}", tmp_path / f"a{i}")
@@ -70,11 +71,12 @@ def test_continuous_mixed_batch_on_gemma(tmp_path):
     while batch:
         batch.step()
 
-    reference = PeftModel.from_pretrained(load_base("gemma-3-270m").model, str(tmp_path / "a0"), adapter_name="a0")
+    plain = load_base("gemma-3-270m", dtype=torch.float32).model
+    reference = PeftModel.from_pretrained(plain, str(tmp_path / "a0"), adapter_name="a0")
     for i in (1, 2):
         reference.load_adapter(str(tmp_path / f"a{i}"), adapter_name=f"a{i}")
     reference.eval()
-    atol = 0.15 if base.model.dtype == torch.bfloat16 else 1e-3  # bf16 kernels differ with the batch's shape
+    atol = 1e-3  # fp32: what a batch's shape changes in the kernels' sums, far below any module's effect
     for r in first + later:
         assert len(r.ids) == 6 and r.finish_reason == "length"
         with reference.disable_adapter():
