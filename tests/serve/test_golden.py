@@ -3,9 +3,10 @@ mode, `imprint eval` rows and scores, served chat and completions, the local syn
 stop string), and the replay and retention samples. A change of any of them shows up here, in review.
 
 First written before the inference core was unified (issue 16), so that the unification could be checked against
-it; rewritten when evidence stopped carrying the temporary document id, with the module+rag conflict rule (issue
-17), and with modules that learned their own facts (issue 34: before, every module wrote the base's filler, so the
-file could not tell them apart and every score in it was 0). `git log tests/serve/golden.json` has each rewrite.
+it; rewritten since when evidence stopped carrying the temporary document id, with the module+rag conflict rule
+(issue 17) and again when its override was labelled, and with modules that learned their own facts (issue 34:
+before, every module wrote the base's filler, so the file could not tell them apart and every score in it was 0).
+`git log tests/serve/golden.json` has each rewrite.
 
 Greedy outputs are fixed token for token (answer, guess, confidence, evidence, prompt tokens). Sampled outputs
 (self-replay, retention, a sampled local generation) are fixed by what does not depend on the random stream that
