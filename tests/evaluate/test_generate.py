@@ -9,12 +9,12 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from imprint.answer import Answerer
 from imprint.cli import main
 from imprint.evaluate.evalset import load_eval_set
 from imprint.evaluate.generate import generate_eval_items, parse_question, write_generated
 from imprint.evaluate.metrics import normalize
 from imprint.synth.generators.scripted import ScriptedGenerator
+from imprint.system import System
 from imprint.workspace import Workspace
 
 DOCS = {
@@ -110,6 +110,6 @@ def test_eval_generates_questions_over_http_then_scores_them(ws, capsys):
     # the generated question is scored against the generated answer, on what the base model says to it
     (row,) = card["systems"][0]["rows"]
     assert row["question"] == "Who looks after the company's money?" and row["gold"] == ["Priya Raman"]
-    said = Answerer(ws, "base", model="tiny")([row["question"]])[0].generated
+    said = System.open(ws, "base", model="tiny")([row["question"]])[0].generated
     assert row["answer"] == said and not set(normalize(said).split()) & {"priya", "raman"}
     assert (row["em"], row["f1"], row["contained"]) == (0.0, 0.0, 0.0)

@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from imprint.answer import answer_questions
 from imprint.evaluate.evalset import EvalItem, load_eval_set
 from imprint.evaluate.leakage import leakage_report
 from imprint.evaluate.metrics import answer_contained
@@ -14,6 +13,7 @@ from imprint.ingest import chunk_text
 from imprint.models import load_base
 from imprint.prompts import completion_prompt
 from imprint.synth.records import SynthRecord
+from imprint.system import answer_questions
 from imprint.workspace import Workspace
 
 TEXT = (

@@ -1,9 +1,9 @@
 """Scores checked against what each system generated: `imprint eval` on a tiny workspace whose two modules learned
-different facts, with gold answers taken from the systems' own answers (`imprint.answer.Answerer`), so exact match,
-token F1 and "answer contained" must come out exactly 1 where a system wrote the gold and exactly 0 where it wrote
-something else; each row's answer is the generated text, and module+rag's passage quote, where its conflict rule
-overrode the model, is scored apart (`override`). Then the same through the CLI with the LLM judge, `--no-base`,
-`--retain-limit`, `calibrate --module/--f1/--max-abstain` and `train --config`.
+different facts, with gold answers taken from the systems' own answers (`imprint.system.System`, as `imprint ask`
+answers), so exact match, token F1 and "answer contained" must come out exactly 1 where a system wrote the gold and
+exactly 0 where it wrote something else; each row's answer is the generated text, and module+rag's passage quote,
+where its conflict rule overrode the model, is scored apart (`override`). Then the same through the CLI with the LLM
+judge, `--no-base`, `--retain-limit`, `calibrate --module/--f1/--max-abstain` and `train --config`.
 
 A scorer that always returned 0 or always 1, or an eval that scored the quote instead of the generation, fails here.
 """
@@ -12,14 +12,14 @@ import json
 
 import pytest
 from judge_server import running_judge
+from tiny_modules import teach
 
 from imprint import pipeline
-from imprint.answer import Answerer
 from imprint.answer.calibration import Calibration, calibration_path
 from imprint.cli import main
 from imprint.evaluate.metrics import normalize
 from imprint.evaluate.run import EvalOptions, evaluate
-from imprint.testing import teach
+from imprint.system import System
 from imprint.workspace import Workspace
 
 CORPUS = (
@@ -57,7 +57,7 @@ def ws(tmp_path_factory):
 @pytest.fixture(scope="module")
 def answered(ws):
     """Each system's answers to the three questions, asked as `imprint ask` asks them."""
-    return {name: Answerer(ws, mode, module, model="tiny")(QUESTIONS) for name, (mode, module) in SYSTEMS.items()}
+    return {name: System.open(ws, mode, module, model="tiny")(QUESTIONS) for name, (mode, module) in SYSTEMS.items()}
 
 
 def _items(answered) -> list[dict]:

@@ -4,10 +4,10 @@
 import openai
 import pytest
 from team_facts import CFO, CORPUS, FACTS, LEAVE, OPENED
+from tiny_modules import teach
 
 from imprint import pipeline
 from imprint.serve import BackgroundServer, ServeConfig, create_app
-from imprint.testing import teach
 from imprint.workspace import Workspace
 
 

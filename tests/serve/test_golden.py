@@ -30,8 +30,8 @@ from team_facts import CFO, FACTS, LEAVE, OPENED
 
 from imprint.evaluate.forgetting import RETENTION_PROMPTS, retention_samples, score_samples
 from imprint.evaluate.run import EvalOptions, evaluate
+from imprint.methods.loading import load_module
 from imprint.models import BaseModel, load_base
-from imprint.pipeline import load_module
 from imprint.prompts import qa_prompt
 from imprint.synth.generators import GeneratorConfig
 from imprint.synth.generators.local import LocalGenerator
