@@ -251,10 +251,17 @@ def cmd_ask(args) -> None:
         return
     style = "yellow" if answer.abstained else "bold"
     console.print(f"[{style}]{answer.answer}[/{style}]")
-    support = {True: "supported by the corpus", False: "NOT found in the corpus", None: "no corpus to check"}
+    support = {
+        True: "supported: a retrieved passage about the question says it",
+        False: "not supported: no retrieved passage about the question says it",
+        None: "no corpus to check",
+    }
+    calibrated = bool(system.calibration and system.calibration.confidence)
+    confidence = f"{answer.confidence:.2f}"
+    if not calibrated:  # the answer tokens' mean probability, not a probability of being right
+        confidence = f"~{confidence} (uncalibrated: imprint calibrate)"
     console.print(
-        f"[dim]{mode}{' ' + answer.module if answer.module else ''} | confidence {answer.confidence:.2f}"
-        f"{'' if system.calibration.confidence else ' (uncalibrated: run imprint calibrate)'} | "
+        f"[dim]{mode}{' ' + answer.module if answer.module else ''} | confidence {confidence} | "
         f"{support[answer.supported]} | {answer.latency_ms:.0f} ms, {answer.prompt_tokens} prompt tokens[/dim]"
     )
     if answer.abstained and answer.guess:

@@ -117,3 +117,41 @@ def test_module_rag_answers_carry_the_closed_book_answer(base, retriever):
         assert a.to_dict()["conflict"] == a.conflict
     rag = answer_questions(*args, "rag", retriever=retriever, max_new_tokens=6)
     assert all(a.conflict is None and not a.overridden for a in rag + closed)  # only module+rag compares the two
+
+
+OFFICES = (
+    "The Austin office is managed by Dana Whitfield, who joined in 2019. It has 40 employees. "
+    "Marcus Bell is the chief financial officer of the company. He reports to the board. "
+    "The Lisbon office opened in 2021 and is managed by Rui Costa."
+)
+
+
+@pytest.fixture(scope="module")
+def offices(tmp_path_factory):
+    ws = Workspace.open(tmp_path_factory.mktemp("offices") / "ws")
+    ws.put_document("/docs/offices.md", "Offices", OFFICES, chunk_text(OFFICES, lambda s: len(s.split()), 400))
+    return Retriever.open(ws)
+
+
+@pytest.mark.parametrize("mode", ["rag", "base"])
+def test_a_wrong_answer_whose_words_occur_elsewhere_in_the_corpus_is_not_supported(offices, mode):
+    """Asked who manages the Austin office, "Marcus Bell" occurs in the very passage the evidence shows, but no
+    sentence about the question says it: not supported. The right name is."""
+    question = "Who manages the Austin office?"
+    hits = [offices.search(question)] if mode == "rag" else [None]  # closed book: looked up with the answer
+    args = ([question], hits, [0.0], mode, None, offices, None, None)
+    wrong = make_answers([Generated("Marcus Bell", 0.7, 30, 1.0)], *args)[0]
+    right = make_answers([Generated("Dana Whitfield", 0.7, 30, 1.0)], *args)[0]
+    assert "Marcus Bell" in " ".join(h.text for h in offices.search(question))  # the words are in the evidence
+    assert wrong.supported is False and wrong.signals["support"] == 1.0  # the old words-anywhere signal says 1.0
+    assert right.supported is True
+
+
+def test_an_answer_in_the_sentence_next_to_the_one_about_the_question_is_supported(offices):
+    """"Marcus Bell is the CFO. He reports to the board.": the board question is about the second sentence, the name
+    is in the first."""
+    question = "Who reports to the board?"
+    hits = [offices.search(question)]
+    found = make_answers([Generated("Marcus Bell", 0.7, 30, 1.0)], [question], hits, [0.0], "rag", None, offices,
+                         None, None)[0]  # fmt: skip
+    assert found.supported is True

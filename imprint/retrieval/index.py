@@ -184,25 +184,30 @@ def _sentences(hit: Hit) -> list[str]:
     return [s.strip() for s in split_sentences(hit.text) if re.search(r"\w", s)] or [hit.text]
 
 
-def quote_sentences(requests: list[tuple[list[str], list[Hit]]]) -> list[list[list[tuple[str, float]]]]:
-    """For each request (queries, hits) and each of its queries: every hit's sentence closest in meaning to the
-    query, with that cosine. All queries and distinct sentences are embedded in one call (hits of different
-    questions overlap: each sentence is embedded once)."""
+def sentence_similarities(requests: list[tuple[list[str], list[Hit]]]) -> list[list[list[tuple[str, list[float]]]]]:
+    """For each request (queries, hits): each hit's sentences, each with its cosine to every query. All queries and
+    distinct sentences are embedded in one call (hits of different questions overlap: each sentence is embedded
+    once)."""
     groups = [[_sentences(h) for h in hits] for _, hits in requests]
     row: dict[str, int] = {}
     for (queries, _), sentences in zip(requests, groups, strict=True):
         for text in [*queries, *(s for group in sentences for s in group)]:
             row.setdefault(text, len(row))
     vectors = embedding.embed(list(row))
+    out = []
+    for (queries, _), sentences in zip(requests, groups, strict=True):
+        q = vectors[[row[query] for query in queries]]
+        out.append([[(s, [float(c) for c in q @ vectors[row[s]]]) for s in group] for group in sentences])
+    return out
 
-    def closest(query: str, group: list[str]) -> tuple[str, float]:
-        sims = vectors[[row[s] for s in group]] @ vectors[row[query]]
-        best = int(np.argmax(sims))
-        return group[best], float(sims[best])
 
+def quote_sentences(requests: list[tuple[list[str], list[Hit]]]) -> list[list[list[tuple[str, float]]]]:
+    """For each request (queries, hits) and each of its queries: every hit's sentence closest in meaning to the
+    query, with that cosine."""
+    scored = sentence_similarities(requests)
     return [
-        [[closest(query, group) for group in sentences] for query in queries]
-        for (queries, _), sentences in zip(requests, groups, strict=True)
+        [[max(((s, cos[i]) for s, cos in group), key=lambda x: x[1]) for group in hits] for i in range(len(queries))]
+        for (queries, _), hits in zip(requests, scored, strict=True)
     ]
 
 
