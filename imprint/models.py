@@ -36,9 +36,20 @@ def cache_root() -> Path:
     return Path(os.environ.get("IMPRINT_CACHE", Path.home() / ".cache" / "imprint"))
 
 
+PRECISIONS = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}
+
+
 def preferred_dtype() -> torch.dtype:
     """bf16 where the hardware multiplies it natively (CUDA, or a CPU with AMX / AVX512-BF16, where oneDNN
-    reports bf16 support: 4-7x fp32 matmul measured here), else fp32 (emulated bf16 would be slower)."""
+    reports bf16 support: 4-7x fp32 matmul measured here), else fp32 (emulated bf16 would be slower).
+
+    `IMPRINT_PRECISION=fp32` (or `bf16`) overrides the choice: fp32 gives the same numbers on every CPU (the test
+    suite runs so, and so can a figure meant to be reproduced on another machine)."""
+    chosen = os.environ.get("IMPRINT_PRECISION", "auto").strip().lower()
+    if chosen not in PRECISIONS:
+        raise ModelError(f"IMPRINT_PRECISION={chosen!r}: use one of {', '.join(PRECISIONS)}")
+    if PRECISIONS[chosen] is not None:
+        return PRECISIONS[chosen]
     if torch.cuda.is_available():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32

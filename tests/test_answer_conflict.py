@@ -148,8 +148,8 @@ def test_a_wrong_answer_whose_words_occur_elsewhere_in_the_corpus_is_not_support
 
 
 def test_an_answer_in_the_sentence_next_to_the_one_about_the_question_is_supported(offices):
-    """"Marcus Bell is the CFO. He reports to the board.": the board question is about the second sentence, the name
-    is in the first."""
+    """In "Marcus Bell is the CFO. He reports to the board." the board question is about the second sentence, and
+    the name is in the first."""
     question = "Who reports to the board?"
     hits = [offices.search(question)]
     found = make_answers([Generated("Marcus Bell", 0.7, 30, 1.0)], [question], hits, [0.0], "rag", None, offices,

@@ -14,6 +14,13 @@ from imprint.train.loop import train
 
 pytestmark = pytest.mark.slow
 
+
+@pytest.fixture(autouse=True)
+def hardware_precision(monkeypatch):
+    """The real model as a user runs it: bf16 where the CPU has it (the rest of the suite pins fp32)."""
+    monkeypatch.setenv("IMPRINT_PRECISION", "auto")
+
+
 FACTS = [
     SynthRecord.make(
         "rules",

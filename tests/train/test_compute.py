@@ -4,6 +4,7 @@ training; bf16 autocast is chosen for fp32 trainables on a bf16 base; `auto` com
 import pytest
 import torch
 
+from imprint.errors import ImprintError
 from imprint.methods.lora.config import LoraMethodConfig
 from imprint.methods.lora.method import LoraMethod
 from imprint.models import preferred_dtype
@@ -57,7 +58,8 @@ def test_compiled_layers_compute_what_eager_layers_compute_and_are_restored():
         torch.testing.assert_close(compiled[2][name], grad, rtol=1e-3, atol=1e-5)
 
 
-def test_autocast_for_fp32_adapters_on_a_bf16_base_only():
+def test_autocast_for_fp32_adapters_on_a_bf16_base_only(monkeypatch):
+    monkeypatch.setenv("IMPRINT_PRECISION", "auto")  # the hardware's own choice (the suite pins fp32)
     on_bf16, _ = lora_tiny(torch.bfloat16)
     on_fp32, _ = lora_tiny(torch.float32)
     bf16_hardware = preferred_dtype() == torch.bfloat16
@@ -71,3 +73,13 @@ def test_auto_compiles_long_runs_on_large_models_only():
     assert not wants_compile(tiny, TrainConfig(), steps=1000)
     assert wants_compile(tiny, TrainConfig(compile="on"), steps=1)
     assert not wants_compile(tiny, TrainConfig(compile="off"), steps=1000)
+
+
+def test_precision_can_be_pinned(monkeypatch):
+    monkeypatch.setenv("IMPRINT_PRECISION", "fp32")
+    assert preferred_dtype() == torch.float32
+    monkeypatch.setenv("IMPRINT_PRECISION", "bf16")
+    assert preferred_dtype() == torch.bfloat16
+    monkeypatch.setenv("IMPRINT_PRECISION", "fp16")
+    with pytest.raises(ImprintError, match="IMPRINT_PRECISION='fp16': use one of auto, fp32, bf16"):
+        preferred_dtype()
