@@ -1,6 +1,7 @@
 """Collections in the workspace database: independent documents, versions and corpus versions per collection,
 and a workspace made before collections opens with everything in `default`, ids and versions unchanged."""
 
+import hashlib
 import sqlite3
 
 import pytest
@@ -27,10 +28,29 @@ def test_collections_are_independent_corpora(tmp_path):
     ws.remove_document("/d/x.md", "b")
     assert ws.collections() == {"a": 1, "b": 0} and not ws.has_collection("b") and ws.has_collection("a")
     assert [c.text for c in ws.chunks(collection="a")] == ["alpha text, changed"] and not ws.chunks(collection="b")
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match="no document .* in collection 'b' of "):
         ws.remove_document(a.id, "b")  # an id of another collection is not found there
     with pytest.raises(ImprintError, match="bad collection name"):
         put(ws, "/d/y.md", "text", "../escape")
+
+
+def test_history_reads_the_versions_of_the_named_collection(tmp_path):
+    ws = Workspace.open(tmp_path / "ws")
+    put(ws, "/d/x.md", "first", "a")
+    put(ws, "/d/x.md", "second", "a")
+    put(ws, "/d/x.md", "elsewhere", "b")
+    assert [d.text for d in ws.history("/d/x.md", "a")] == ["first", "second"]
+    assert [d.text for d in ws.history("/d/x.md", "b")] == ["elsewhere"]
+    with pytest.raises(NotFoundError, match="no document '/d/x.md' in "):
+        ws.history("/d/x.md")  # a uri is looked up in `default`, which does not have it
+
+
+def test_ids_are_those_every_earlier_workspace_stored():
+    """Document ids are stored in chunk ids, datasets and manifests: the default collection's must stay what
+    workspaces made before collections computed (sha1 of the uri), other collections' include their name."""
+    assert doc_id_for("/d/x.md") == "d" + hashlib.sha1(b"/d/x.md").hexdigest()[:10]
+    assert doc_id_for("/d/x.md", "default") == doc_id_for("/d/x.md")
+    assert doc_id_for("/d/x.md", "a") == "d" + hashlib.sha1(b"a\0/d/x.md").hexdigest()[:10]
 
 
 def test_a_default_only_workspace_keeps_its_corpus_version(tmp_path):

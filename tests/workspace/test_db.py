@@ -54,6 +54,12 @@ def test_a_database_from_a_newer_imprint_is_refused(tmp_path):
         Workspace.open(tmp_path)
 
 
+def test_a_workspace_that_cannot_be_created_is_a_one_line_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ImprintError, match=r"cannot create workspace .*file/ws: .*; pick another --workspace"):
+        Workspace.open(tmp_path / "file" / "ws")
+
+
 def test_default_root_follows_imprint_home(tmp_path, monkeypatch):
     monkeypatch.setenv("IMPRINT_HOME", str(tmp_path / "home"))
     assert default_root() == tmp_path / "home"
@@ -161,9 +167,9 @@ def test_chunks_filter_by_document_and_order(ws):
 
 
 def test_empty_documents_are_refused(ws):
-    with pytest.raises(ImprintError):
+    with pytest.raises(ImprintError, match="/a.md: no text to store"):
         ws.put_document("/a.md", "T", "  \n", [])
-    with pytest.raises(ImprintError):
+    with pytest.raises(ImprintError, match="/a.md: a document needs at least one chunk"):
         ws.put_document("/a.md", "T", "text", [])
     assert ws.counts()["documents"] == 0
 
@@ -225,3 +231,5 @@ def test_names_cannot_leave_the_workspace(ws, name):
         ws.data_dir(name)
     with pytest.raises(ImprintError, match="bad"):
         ws.module_dir(name, 1)
+    with pytest.raises(ImprintError, match="bad module name"):
+        ws.register_module(name, 1, "lora", "tiny", "/p", "abc", {})

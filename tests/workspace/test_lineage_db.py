@@ -31,6 +31,17 @@ def test_the_newest_version_is_current_until_a_rollback_and_a_new_version_is_cur
     assert ws.get_module("hb").version == 3 and ws.current_versions()["hb"] == 3
 
 
+def test_a_module_spec_names_the_current_version_or_an_exact_one(tmp_path):
+    ws = Workspace.open(tmp_path / "ws")
+    register(ws, "hb", 1)
+    register(ws, "hb", 2, parent=1)
+    ws.set_current_module("hb", 1)
+    assert ws.module("hb").version == 1 and ws.module("hb@2").version == 2 and ws.module("hb@1").version == 1
+    for spec in ("hb@two", "hb@-1"):
+        with pytest.raises(NotFoundError, match=f"bad module version in '{spec}'"):
+            ws.module(spec)
+
+
 def test_rolling_back_to_a_version_that_does_not_exist_changes_nothing(tmp_path):
     ws = Workspace.open(tmp_path / "ws")
     register(ws, "hb", 1)
