@@ -14,10 +14,11 @@ mutant at a time, torch on one thread (2 shared cores). mutmut forks each mutant
 --sample F checks a fraction of each module's mutants, chosen by a hash of the mutant's name and --seed, so the same
 mutant (same function, same number) is in the sample at every commit where it exists. --rerun reuses a work folder:
 fresh tests are copied in and only the mutants not caught last time are run again (adding tests cannot revive a
-caught mutant), which is how a new test's effect is measured without a full rerun.
+caught mutant), which is how a new test's effect is measured without a full rerun; --from LABEL starts that rerun
+from a copy of another label's results (e.g. a commit whose file is the same and whose tests are older).
 
     python bench/mutation.py [--tree PATH] [--label after] [--modules answer,metrics,service,db] [--sample 1.0]
-                             [--seed 0] [--rerun] [--work /tmp/imprint-mutation]
+                             [--seed 0] [--rerun [--from LABEL]] [--work /tmp/imprint-mutation]
 
 Prints one table (module, mutants, checked, killed, survived, no tests, timeout, survivor rate) and writes each
 missed mutant's diff to <work>/<label>/<module>/survivors.diff.
@@ -71,6 +72,31 @@ def copy_tree(tree: Path, dest: Path) -> None:
             shutil.copy2(tree / name, dest / name)
 
 
+ORDER_HOOK = """
+
+# bench/mutation.py: run the tests mutmut names in the order of a full run (mutmut passes them in set order, and
+# tests that share a module-scoped server count on the ones before them)
+def pytest_collection_modifyitems(items):
+    files = {files!r}
+    rank = {{f: i for i, f in enumerate(files)}}
+
+    def key(item):
+        path = item.nodeid.split("::")[0]
+        where = min((i for f, i in rank.items() if path.startswith(f)), default=len(files))
+        params = sorted(getattr(item, "callspec", None).indices.items()) if hasattr(item, "callspec") else []
+        return where, path, item.reportinfo()[1] or 0, params
+
+    items.sort(key=key)
+"""
+
+
+def pin_test_order(work: Path, tests: list[str]) -> None:
+    """Append ORDER_HOOK to the scratch copy's tests/conftest.py (the tree's own file is not touched)."""
+    files = [t for t in tests if t.startswith("tests/")]
+    with (work / "tests" / "conftest.py").open("a") as out:
+        out.write(ORDER_HOOK.format(files=files))
+
+
 def setup_cfg(path: str, tests: list[str]) -> str:
     lines = "\n".join(f"    {t}" for t in tests)
     return (
@@ -115,12 +141,22 @@ def mutmut(work: Path, args: list[str], log: Path) -> None:
         sys.exit(f"mutmut failed in {work} (exit {done.returncode}): see {log}")
 
 
-def run_module(key: str, tree: Path, work: Path, fraction: float, seed: int, rerun: bool) -> dict:
+def run_module(key: str, tree: Path, work: Path, fraction: float, seed: int, rerun: bool, start: Path | None) -> dict:
     path, tests = MODULES[key]
+    if start is not None:  # rerun from another label's results, which stay as they were
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(start, work, symlinks=True)
     if rerun:
-        shutil.rmtree(work / "tests")
-        shutil.rmtree(work / "mutants" / "tests", ignore_errors=True)
-        copy_tree(tree, work)  # the tree's tests now; the mutated file must not have changed
+        # the tree's code and tests now; only the mutated file (which must not have changed) and its results stay
+        for name in ("imprint", "tests", "mutants/tests"):
+            shutil.rmtree(work / name, ignore_errors=True)
+        keep = {work / "mutants" / f"{path}{suffix}" for suffix in ("", ".meta", ".spans")}
+        for old in sorted((work / "mutants" / "imprint").rglob("*"), reverse=True):
+            if old.is_file() and old not in keep:
+                old.unlink()
+        copy_tree(tree, work)
+        pin_test_order(work, tests)
+        (work / "setup.cfg").write_text(setup_cfg(path, tests))
         (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)  # map tests to functions afresh
         before = statuses(work, path)
         if (tree / path).read_bytes() != (work / path).read_bytes():
@@ -130,6 +166,7 @@ def run_module(key: str, tree: Path, work: Path, fraction: float, seed: int, rer
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         copy_tree(tree, work)
+        pin_test_order(work, tests)
         (work / "setup.cfg").write_text(setup_cfg(path, tests))
         cwd = os.getcwd()
         os.chdir(work)
@@ -163,6 +200,7 @@ def main() -> None:
     parser.add_argument("--sample", default="1.0", help="fraction of mutants to check: one number, or key=F,...")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rerun", action="store_true", help="rerun the missed mutants of an earlier run")
+    parser.add_argument("--from", dest="start", help="with --rerun: start from this label's results (copied)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/imprint-mutation"))
     args = parser.parse_args()
     keys = args.modules.split(",")
@@ -175,7 +213,8 @@ def main() -> None:
     print(f"tree {tree} at {commit.stdout.strip()}, seed {args.seed}")
     rows = []
     for key in keys:
-        row = run_module(key, tree, args.work / args.label / key, fractions[key], args.seed, args.rerun)
+        start = args.work / args.start / key if args.start else None
+        row = run_module(key, tree, args.work / args.label / key, fractions[key], args.seed, args.rerun, start)
         rows.append({**row, "sample": fractions[key]})
         print(json.dumps(row), flush=True)
     print("| module | sample | mutants | checked | killed | survived | no tests | timeout | other | survivor rate |")

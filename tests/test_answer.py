@@ -85,7 +85,7 @@ def test_icl_completion_continues_the_prompt_after_the_corpus(base):
 
 def test_icl_refuses_a_corpus_larger_than_the_window(base):
     window = base.model.config.max_position_embeddings
-    with pytest.raises(ImprintError, match=f"does not fit the model's {window}-token context window"):
+    with pytest.raises(ImprintError, match=f"does not fit the model's {window}-token context window.*use --mode rag"):
         answer_questions(base.model, base.tokenizer, ["Q?"], "icl", corpus=[("Big", "word " * window)])
 
 
@@ -169,3 +169,29 @@ def test_module_rag_decodes_its_closed_book_rows_in_the_same_plan(base, ws):
     assert len(plan.rows) == 4  # two answers with passages, then the same two closed book
     assert plan.rows[2].prompt_ids == base.tokenizer(qa_prompt("Who is the CFO?")).input_ids
     assert all(r.sampling.greedy and r.answer for r in plan.rows)
+
+
+def test_a_module_system_uses_the_modules_weights_collection_label_and_calibration_key(base, tmp_path):
+    """A module trained on collection `hr` answers from `hr` (the default collection is empty), is labelled and
+    calibrated as `name@version`, and passes `k` on to retrieval."""
+    from imprint import registry
+
+    ws = Workspace.open(tmp_path / "ws")
+    ws.put_document("/docs/team.md", "Team", TEXT, chunk_text(TEXT, lambda s: len(s.split()), max_tokens=12), "hr")
+    method = registry.method("lora")()
+    model = method.attach(copy.deepcopy(base.model), method.config_class(r=4))
+    directory = ws.module_dir("m", 1)
+    directory.mkdir(parents=True)
+    manifest = {"name": "m", "version": 1, "method": "lora", "base_model": "tiny", "collection": "hr",
+                "files": method.save(model, directory)}  # fmt: skip
+    ws.register_module("m", 1, "lora", "tiny", str(directory), ws.corpus_version("hr"), manifest, "hr")
+
+    system = System.open(ws, "module+rag", "m", model="tiny", k=1)
+    assert (system.module, system.collection, system.name) == ("m@1", "hr", "module+rag:m@1")
+    assert any("lora_" in name for name, _ in system.model.named_parameters())  # the module, not the bare base
+    (answer,) = system(["Who is the CFO?"], max_new_tokens=3)
+    assert answer.module == "m@1" and len(answer.evidence) == 1  # k=1 reached the retriever
+    assert {e["doc_id"] for e in answer.evidence} == {ws.documents(collection="hr")[0].id}
+    assert System.open(ws, "rag", model="tiny", collection="hr").name == "rag"
+    with pytest.raises(ImprintError, match=r"collection 'none' has none \(run `imprint add PATH --collection none`\)"):
+        System.open(ws, "rag", model="tiny", collection="none")

@@ -86,6 +86,14 @@ def test_a_punctuation_only_answer_is_not_overridden(retriever):
     assert not a.conflict["flagged"] and not a.overridden and a.answer == "::::"
 
 
+def test_an_answer_is_supported_when_the_passages_hold_at_least_half_its_content_words(retriever):
+    backed, half, made_up = (_answer(retriever, guess, None) for guess in ("29 days", "29 weeks", "Lisbon branch"))
+    assert backed.supported is True and backed.signals["support"] == 1.0
+    assert half.supported is True and half.signals["support"] == 0.5  # "29" is in the passage, "weeks" is not
+    assert made_up.supported is False and made_up.signals["support"] == 0.0
+    assert backed.conflict is None and not backed.overridden  # without a closed-book answer nothing is compared
+
+
 def test_eval_scores_what_the_model_wrote_and_the_quote_apart(retriever):
     """A wrong stale answer stays wrong in the scored columns however much the quote that replaced it holds."""
     overridden = _answer(retriever, "27 days", "27 days")
