@@ -4,6 +4,7 @@ each module answers its own facts (tests/serve/team_facts.py), so a response fro
 
 import concurrent.futures
 import json
+import re
 
 import httpx
 import openai
@@ -15,6 +16,7 @@ from imprint.answer import cut_answer
 from imprint.methods.loading import load_module
 from imprint.models import load_base, wants_autocast
 from imprint.prompts import qa_prompt
+from imprint.serve.prompting import completion_prompt
 from imprint.system import System
 from imprint.workspace import Workspace
 
@@ -119,6 +121,9 @@ def test_sampling_choices_seeds_and_stops(client):
     first, again = client.completions.create(**kwargs), client.completions.create(**kwargs)
     assert [c.index for c in first.choices] == [0, 1, 2]
     assert [c.text for c in first.choices] == [c.text for c in again.choices]
+    assert len({c.text for c in first.choices}) == 3  # each choice its own seed (seed + index)
+    most = client.completions.create(model="tiny", prompt="x", max_tokens=2, temperature=0, n=8)  # max_n: allowed
+    assert len(most.choices) == 8
     batch = client.completions.create(model="tiny", prompt=["a", "b"], max_tokens=4, temperature=0, n=2)
     assert len(batch.choices) == 4 and batch.choices[0].text == batch.choices[1].text
     text = client.completions.create(model="tiny", prompt="Hello", max_tokens=16, temperature=0).choices[0].text
@@ -177,6 +182,20 @@ def test_bad_requests_get_openai_error_bodies(server, payload, status, param):
     response = httpx.post(f"{server.url}/chat/completions", content=body, headers={"content-type": "application/json"})
     assert response.status_code == status
     assert _error(response)["param"] == param
+
+
+def test_the_context_limit_counts_prompt_and_completion_to_the_token(server, client):
+    """A prompt of L tokens may ask for exactly (context - L) more, and not one more."""
+    tokenizer = load_base("tiny").tokenizer
+    refused = httpx.post(f"{server.url}/completions", json={"model": "tiny", "prompt": "x" * 5000, "max_tokens": 64})
+    assert _error(refused)["code"] == "context_length_exceeded"
+    context = int(re.search(r"maximum context length is (\d+) tokens", _error(refused)["message"]).group(1))
+    length = {len(completion_prompt(tokenizer, "x" * k).ids): "x" * k for k in range(context, 0, -1)}
+    fits = client.completions.create(model="tiny", prompt=length[context - 64], max_tokens=64, temperature=0)
+    assert fits.usage.prompt_tokens + 64 == context
+    over = httpx.post(f"{server.url}/completions", json={"model": "tiny", "prompt": length[context - 63],
+                                                         "max_tokens": 64})  # fmt: skip
+    assert over.status_code == 400 and _error(over)["code"] == "context_length_exceeded"
 
 
 def test_malformed_bodies_routes_and_sizes(server, client):
