@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from imprint.answer import ABSTAIN_TEXT, MODES, greedy_answers
+from imprint.answer import ABSTAIN_TEXT, MODES, confidence, greedy_answers
 from imprint.errors import ImprintError
 from imprint.evaluate.calibration import Calibration
 from imprint.evaluate.metrics import normalize
+from imprint.inference import answer_row
 from imprint.ingest import chunk_text
 from imprint.models import load_base
 from imprint.prompts import CONTEXT_INSTRUCTION, completion_prompt, passages_block, qa_prompt
@@ -195,3 +196,21 @@ def test_a_module_system_uses_the_modules_weights_collection_label_and_calibrati
     assert System.open(ws, "rag", model="tiny", collection="hr").name == "rag"
     with pytest.raises(ImprintError, match=r"collection 'none' has none \(run `imprint add PATH --collection none`\)"):
         System.open(ws, "rag", model="tiny", collection="none")
+
+
+def test_confidence_is_the_geometric_mean_over_the_answers_own_tokens(base):
+    """The first as many generated tokens as the answer has: a one-token answer is as sure as its one token, however
+    unsure the tokens generated after it (the stop, the rest of a cut answer)."""
+    row = answer_row(base.tokenizer, [1, 2], 4)
+    assert len(base.tokenizer.encode("a", add_special_tokens=False)) == 1
+    row.text, row.logprobs = "a", [math.log(0.5), math.log(0.1), math.log(0.1)]
+    assert confidence(base.tokenizer, row) == pytest.approx(0.5)
+    row.text = ""
+    assert confidence(base.tokenizer, row) == 0.0
+
+
+def test_greedy_answers_report_progress(base):
+    seen = []
+    prompts = [qa_prompt("Who is the CFO?"), qa_prompt("Where is the office?")]
+    answers = greedy_answers(base.model, base.tokenizer, prompts, 3, progress=lambda done, total: seen.append(total))
+    assert len(answers) == 2 and seen and seen[-1] == 2
