@@ -215,3 +215,16 @@ def test_greedy_answers_report_progress(base):
     prompts = [qa_prompt("Who is the CFO?"), qa_prompt("Where is the office?")]
     answers = greedy_answers(base.model, base.tokenizer, prompts, 3, progress=lambda done, total: seen.append(total))
     assert len(answers) == 2 and seen and seen[-1] == 2
+
+
+def test_greedy_answers_stop_at_the_models_own_end_of_turn_tokens(base):
+    """Besides EOS, the ids the model's generation config lists end an answer (Gemma's <end_of_turn>): here the
+    tiny model's first answer token is declared one, so the answer ends before it starts."""
+    prompt = [qa_prompt("Who is the CFO?")]
+    (plain,) = greedy_answers(base.model, base.tokenizer, prompt, 4)
+    assert plain.guess
+    model = copy.deepcopy(base.model)
+    first = base.tokenizer.encode(plain.guess, add_special_tokens=False)[0]
+    model.generation_config.eos_token_id = [base.tokenizer.eos_token_id, first]
+    (stopped,) = greedy_answers(model, base.tokenizer, prompt, 4)
+    assert stopped.guess == ""
