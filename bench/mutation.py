@@ -147,7 +147,9 @@ def run_module(key: str, tree: Path, work: Path, fraction: float, seed: int, rer
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(start, work, symlinks=True)
     if rerun:
-        # the tree's code and tests now; only the mutated file (which must not have changed) and its results stay
+        if (tree / path).read_bytes() != (work / path).read_bytes():
+            sys.exit(f"{path} differs from the one mutated in {work}: run without --rerun")
+        # the tree's code and tests now; only the mutated file and its results stay
         for name in ("imprint", "tests", "mutants/tests"):
             shutil.rmtree(work / name, ignore_errors=True)
         keep = {work / "mutants" / f"{path}{suffix}" for suffix in ("", ".meta", ".spans")}
@@ -159,8 +161,6 @@ def run_module(key: str, tree: Path, work: Path, fraction: float, seed: int, rer
         (work / "setup.cfg").write_text(setup_cfg(path, tests))
         (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)  # map tests to functions afresh
         before = statuses(work, path)
-        if (tree / path).read_bytes() != (work / path).read_bytes():
-            sys.exit(f"{path} changed since the first run in {work}: run without --rerun")
         names = [n for n, s in before.items() if s in MISSED or s == "suspicious"]
     else:
         shutil.rmtree(work, ignore_errors=True)
