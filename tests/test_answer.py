@@ -86,7 +86,7 @@ def test_icl_completion_continues_the_prompt_after_the_corpus(base):
 
 def test_icl_refuses_a_corpus_larger_than_the_window(base):
     window = base.model.config.max_position_embeddings
-    refusal = f"does not fit the model's {window}-token context window with a question and its answer: use --mode rag"
+    refusal = f"does not fit the model's {window}-token context window with its answer: use --mode rag"
     with pytest.raises(ImprintError, match=refusal):
         answer_questions(base.model, base.tokenizer, ["Q?"], "icl", corpus=[("Big", "word " * window)])
 
