@@ -544,12 +544,30 @@ def cmd_serve(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from imprint.methods.lora.export import export_module
+    from imprint.config import build, check_sections
+    from imprint.export import ExportConfig, export_module
 
-    report = export_module(_workspace(args), args.module, args.format, args.out)
-    console.print(f"exported {report['module']} as a {report['format']} adapter to {report['out']}")
+    overrides = _overrides(args)
+    check_sections(overrides, {"export"})
+    config = build(ExportConfig, "export", overrides.get("export", {}))
+    report = export_module(_workspace(args), args.module, args.format, args.out, config)
+
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    what = {"peft": "a PEFT adapter", "vllm": "a vLLM adapter", "merged": f"a merged {report.get('dtype')} model",
+            "gguf": f"a {report.get('gguf_type')} GGUF", "ollama": "an Ollama model"}[args.format]  # fmt: skip
+    say(f"exported {report['module']} as {what} to {report['out']}")
+    if report.get("writer"):
+        say(f"GGUF written by {report['writer']}: {report.get('verified', 'not checked (export.verify=false)')}")
     if report.get("command"):
-        console.print(f"serve it with vLLM:\n  {report['command']}", markup=False, highlight=False, soft_wrap=True)
+        how = "create the Ollama model" if args.format == "ollama" else "serve it with vLLM"
+        say(f"{how}:\n  {report['command']}")
+    if args.format == "merged":
+        say(f"load it with transformers: AutoModelForCausalLM.from_pretrained({report['out']!r})")
+    fmt = report["prompt_format"]
+    stops = " or ".join(repr(s) for s in fmt["stop"])
+    say(f"ask it in the format it was trained on: {fmt['prompt']!r}, greedy, cut at the first {stops}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -744,10 +762,13 @@ def build_parser() -> argparse.ArgumentParser:
     config_flags(p)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("export", help="write a LoRA module as a PEFT adapter directory (for PEFT or vLLM)")
+    p = sub.add_parser("export", help="write a module as a PEFT/vLLM adapter, a merged model, a GGUF or for Ollama")
     p.add_argument("module", help="module name or name@version")
-    p.add_argument("--format", choices=["peft", "vllm"], default="peft")
+    p.add_argument("--format", choices=["peft", "vllm", "merged", "gguf", "ollama"], default="peft",
+                   help="peft/vllm: LoRA adapter; merged: HF model with the module folded in; gguf: that model for "
+                   "llama.cpp; ollama: the GGUF and a Modelfile")  # fmt: skip
     p.add_argument("--out", required=True, help="new (or empty) directory to write")
+    config_flags(p)
     p.set_defaults(func=cmd_export)
     return parser
 

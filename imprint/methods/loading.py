@@ -27,12 +27,13 @@ class Loaded(NamedTuple):
     manifest: dict
 
 
-def load_module(ws, ref) -> Loaded:
-    """Load module `ref` (`name`, `name@version` or a `ModuleRef`) on a freshly loaded copy of its base model."""
+def load_module(ws, ref, dtype: torch.dtype | None = None) -> Loaded:
+    """Load module `ref` (`name`, `name@version` or a `ModuleRef`) on a freshly loaded copy of its base model
+    (in `dtype`, else the base's usual one: `imprint export` merges in float32)."""
     entry = ws.module(str(ref))
     directory, manifest = Path(entry.path), entry.manifest
     check_module_files(directory)  # a module with a NaN is refused, never answered with
-    base = load_base(manifest["base_model"])
+    base = load_base(manifest["base_model"], dtype=dtype)
     model = registry.method(manifest["method"])().load(base.model, directory)
     return Loaded(model, base.tokenizer, manifest)
 
