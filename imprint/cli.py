@@ -522,6 +522,8 @@ def cmd_serve(args) -> None:
     values = dict(overrides.get("serve", {}))
     if args.max_loaded_mb is not None:
         values["max_loaded_mb"] = args.max_loaded_mb
+    if args.engine:
+        values["engine"] = args.engine
     config = build(ServeConfig, "serve", values)
     with socket.socket() as probe:  # a taken port fails now, not after the model has loaded
         try:
@@ -540,6 +542,8 @@ def cmd_serve(args) -> None:
     threads = f"{n} CPU thread{'s' if n != 1 else ''}"
     err.print(f"serving {args.model} and the modules of {root} on {where}, {tenants}, {threads}", soft_wrap=True,
               markup=False)  # fmt: skip
+    if config.engine == "vllm":
+        err.print(app.state.service.engine.note, soft_wrap=True, markup=False)
     serve(app, args.host, args.port)
 
 
@@ -758,6 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keys", help="tenants YAML: API keys -> owned collections and limits (default: open)")
     p.add_argument("--max-loaded-mb", type=flags.number, help="memory budget for loaded modules (LRU beyond it)")
     p.add_argument("--threads", type=flags.whole, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--engine", choices=["local", "vllm"], help="who decodes: imprint (default) or vLLM (LoRA only)")
     model_flag(p)
     config_flags(p)
     p.set_defaults(func=cmd_serve)

@@ -97,6 +97,11 @@ class Row:
         # the answer rule only ever shortens the end of a settled text, so what it shows now stays a prefix
         self._emit(len(self._shown(text[: settled - hold])))
 
+    def end(self, reason: str) -> None:
+        """End the row where an engine elsewhere ended it (vLLM: the end of its stream), unless it already ended."""
+        if self.finish_reason is None:
+            self._finish(reason)
+
     def _finish(self, reason: str) -> None:
         self.finish_reason = reason
         self._emit(len(self.text))

@@ -100,15 +100,21 @@ def create_app(
     base: BaseModel | None = None,
 ) -> FastAPI:
     """The app serving `model` (or an already loaded `base`) and the modules of `workspace`; `keys` is a tenants
-    YAML file (see `imprint.serve.tenants`), None for an open server."""
+    YAML file (see `imprint.serve.tenants`), None for an open server. `config.engine='vllm'` hands decoding to
+    vLLM (started here, or the one at `config.vllm_url`)."""
     config = config or ServeConfig()
     ring = KeyRing.load(keys) if keys else KeyRing.open()
-    service = Service(Path(workspace), base or load_base(model), ring, config)
+    engine = None
+    if config.engine == "vllm":  # imprint stays the front door; vLLM decodes (see imprint.serve.vllm)
+        from imprint.serve.vllm import start_vllm
+
+        base, engine = start_vllm(Path(workspace), config, model, base)
+    service = Service(Path(workspace), base or load_base(model), ring, config, engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        service.scheduler.close()
+        service.engine.close()
         service.retrieval_thread.shutdown(wait=False)
 
     app = _app(lifespan)

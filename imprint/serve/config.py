@@ -44,6 +44,28 @@ class ServeConfig:
             "updates per segment; imprint.inference.multilora) or 'peft' (PEFT's mixed-adapter batches)"
         },
     )
+    engine: str = field(
+        default="local",
+        metadata={"help": "who decodes: 'local' (imprint's own batcher) or 'vllm' (a vLLM server, LoRA modules only)"},
+    )
+    vllm_url: str = field(
+        default="",
+        metadata={
+            "help": "engine=vllm: the base URL of a vLLM already running on this machine, serving the base under "
+            "its imprint name with runtime LoRA loading enabled; empty: imprint starts `vllm serve` itself"
+        },
+    )
+    vllm_port: int = field(default=0, metadata={"help": "engine=vllm: the port of the vLLM imprint starts (0: free)"})
+    max_loras: int = field(default=4, metadata={"help": "engine=vllm: `--max-loras`, LoRA modules in one batch"})
+    max_lora_rank: int = field(
+        default=0, metadata={"help": "engine=vllm: `--max-lora-rank` (0: the smallest that fits the modules, >= 16)"}
+    )
+    vllm_args: str = field(
+        default="", metadata={"help": "engine=vllm: more `vllm serve` arguments, e.g. '--gpu-memory-utilization 0.8'"}
+    )
+    vllm_start_timeout_s: float = field(
+        default=900.0, metadata={"help": "engine=vllm: how long vLLM may take to load the model and start"}
+    )
 
     def __post_init__(self):
         if self.max_batch < 1:
@@ -66,5 +88,13 @@ class ServeConfig:
             raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens ({self.max_tokens})")
         if not 1 <= self.max_n <= 128 or self.max_queue < 1:
             raise ValueError("max_n must be in [1, 128] and max_queue >= 1")
+        if self.engine not in ("local", "vllm"):
+            raise ValueError(f"engine must be 'local' or 'vllm', got {self.engine!r}")
+        if self.max_loras < 1 or self.vllm_port < 0 or self.vllm_start_timeout_s <= 0:
+            raise ValueError("max_loras must be >= 1, vllm_port >= 0 and vllm_start_timeout_s > 0")
+        from imprint.methods.lora.export import VLLM_RANKS
+
+        if self.max_lora_rank and self.max_lora_rank not in VLLM_RANKS:
+            raise ValueError(f"max_lora_rank must be 0 (auto) or one of {', '.join(map(str, VLLM_RANKS))}")
         if self.lora_backend not in ("segmented", "peft"):
             raise ValueError(f"lora_backend must be 'segmented' or 'peft', got {self.lora_backend!r}")

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from imprint.errors import ImprintError
 from imprint.inference import Batch, Row
@@ -67,6 +68,22 @@ class Job:
             self.done(exc)
 
 
+class Engine(Protocol):
+    """Where a server's rows are decoded (`Service.engine`): the local `Scheduler` below, or a `VllmEngine` that
+    forwards them to a vLLM server (`imprint.serve.vllm_engine`). Both fill the rows (`Row.push`, so the answer rule
+    and stop strings apply the same way) and call each job's `done` from their own thread."""
+
+    stats: dict
+
+    def submit(self, job: Job) -> None: ...  # queue the job's rows; QueueFull when the server is saturated
+
+    def close(self) -> None: ...
+
+    def modules(self) -> dict: ...  # what is loaded, for /v1/imprint/stats: {"loaded": [{"module": key, ...}], ...}
+
+    def refuses(self, module: ModuleRef) -> str | None: ...  # why this engine cannot serve the module (None: it can)
+
+
 class Scheduler:
     def __init__(self, cache: ModuleCache, tokenizer, config: ServeConfig):
         self.cache = cache
@@ -81,6 +98,12 @@ class Scheduler:
                       "max_modules": 0, "errors": 0, "step_s": 0.0, "prefill_s": 0.0}  # fmt: skip
         self.thread = threading.Thread(target=self._work, name="imprint-batcher", daemon=True)
         self.thread.start()
+
+    def modules(self) -> dict:
+        return self.cache.snapshot()
+
+    def refuses(self, module: ModuleRef) -> str | None:
+        return None  # every method joins the shared base (imprint.methods.loading.join)
 
     def submit(self, job: Job) -> None:
         with self.cond:

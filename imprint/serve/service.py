@@ -27,7 +27,7 @@ from imprint.serve.errors import APIError
 from imprint.serve.indexes import IndexCache
 from imprint.serve.modules import ModuleCache, ModuleTooLarge
 from imprint.serve.prompting import Prompt
-from imprint.serve.scheduler import Job, ModuleRef, QueueFull, Scheduler
+from imprint.serve.scheduler import Engine, Job, ModuleRef, QueueFull, Scheduler
 from imprint.serve.tenants import KeyRing, Tenant
 from imprint.system import ANSWER_TOKENS, ContextTooLong, Mode, System
 
@@ -40,14 +40,18 @@ def _epoch(stamp: str) -> int:
 
 
 class Service:
-    def __init__(self, workspace: Path, base: BaseModel, keys: KeyRing, config: ServeConfig):
+    def __init__(self, workspace: Path, base: BaseModel, keys: KeyRing, config: ServeConfig,
+                 engine: Engine | None = None):  # fmt: skip
+        """`engine` decodes the rows (`imprint.serve.scheduler.Engine`); None: imprint's own batcher on `base`."""
         self.root = Path(workspace)
         self.base = base
         self.tokenizer = base.tokenizer
         self.keys = keys
         self.config = config
-        self.cache = ModuleCache(base, int(config.max_loaded_mb * 2**20), config.lora_backend)
-        self.scheduler = Scheduler(self.cache, base.tokenizer, config)
+        if engine is None:
+            cache = ModuleCache(base, int(config.max_loaded_mb * 2**20), config.lora_backend)
+            engine = Scheduler(cache, base.tokenizer, config)
+        self.engine = engine
         self.stop_ids = stop_token_ids(base.tokenizer, base.model)
         limit = getattr(base.model.config.get_text_config(), "max_position_embeddings", None) or config.max_context
         self.max_context = min(config.max_context, limit)
@@ -99,7 +103,11 @@ class Service:
                 "model",
                 "model_base_mismatch",
             )
-        return ModuleRef(f"{entry.name}@{entry.version}", entry.method, Path(entry.path), entry.collection)
+        ref = ModuleRef(f"{entry.name}@{entry.version}", entry.method, Path(entry.path), entry.collection)
+        refused = self.engine.refuses(ref)
+        if refused:
+            raise APIError(400, f"The model '{spec}' cannot be served here: {refused}.", "model", "model_not_supported")
+        return ref
 
     def models(self, tenant: Tenant) -> list[dict]:
         owner = "imprint" if self.keys.is_open else tenant.name
@@ -111,6 +119,8 @@ class Service:
         for m in ws.modules():
             if m.base_model != self.base.name or not tenant.allows(m.name) or not tenant.owns(m.collection):
                 continue
+            if self.engine.refuses(ModuleRef(f"{m.name}@{m.version}", m.method, Path(m.path), m.collection)):
+                continue  # e.g. a prefix module behind vLLM: not listed (a request naming it gets a 400 saying why)
             card = dict(
                 id=f"{m.name}@{m.version}", created=_epoch(m.created_at), owned_by=owner, root=base, method=m.method
             )
@@ -288,7 +298,7 @@ class Service:
 
         job = Job(rows, module, lambda exc: loop.call_soon_threadsafe(finished, exc))
         try:
-            self.scheduler.submit(job)
+            self.engine.submit(job)
         except QueueFull as exc:
             self._release(tenant)
             detail = f": {exc}" if tenant.admin else "; retry shortly"  # the queue's length counts other tenants
@@ -299,14 +309,14 @@ class Service:
         """/v1/imprint/stats: server-wide counters for an admin key (and an open server); for any other key only
         its own numbers, so one tenant cannot read another's traffic or modules."""
         if tenant.admin:
-            modules = self.cache.snapshot()
+            modules = self.engine.modules()
             modules["loaded"] = len(modules["loaded"])
-            return {"scheduler": dict(self.scheduler.stats), "modules": modules, "indexes": self.indexes.snapshot(),
+            return {"scheduler": dict(self.engine.stats), "modules": modules, "indexes": self.indexes.snapshot(),
                     "tenants": {name: dict(u) for name, u in self.usage.items()}}  # fmt: skip
         usage = self.usage.get(tenant.name, {"requests": 0, "completion_tokens": 0})
         mine = {f"{m.name}@{m.version}" for m in self.workspace().modules()
                 if tenant.allows(m.name) and tenant.owns(m.collection)}  # fmt: skip
-        loaded = sum(m["module"] in mine for m in self.cache.snapshot()["loaded"])
+        loaded = sum(m["module"] in mine for m in self.engine.modules()["loaded"])
         return {"tenant": tenant.name, **usage, "in_flight": self.inflight.get(tenant.name, 0),
                 "modules": {"loaded": loaded}}  # fmt: skip
 

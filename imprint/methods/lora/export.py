@@ -55,10 +55,45 @@ def vllm_problems(config: dict, tensor_names: list[str]) -> list[str]:
     return problems
 
 
-def export_module(ws, spec: str, fmt: str, out: Path | str) -> dict:
-    """Export module `spec` (`name` or `name@N`) to `out`; returns what was written and how to serve it."""
+def adapter_problems(directory: Path) -> list[str]:
+    """Why vLLM would refuse the LoRA adapter in `directory` (empty: it loads)."""
     from safetensors import safe_open
 
+    config = json.loads((Path(directory) / "adapter_config.json").read_text())
+    with safe_open(str(Path(directory) / "adapter_model.safetensors"), "pt") as tensors:
+        return vllm_problems(config, list(tensors.keys()))
+
+
+def lora_rank(directory: Path) -> int:
+    return int(json.loads((Path(directory) / "adapter_config.json").read_text())["r"])
+
+
+def vllm_rank(rank: int) -> int:
+    """The smallest `--max-lora-rank` vLLM accepts that holds an adapter of `rank`."""
+    return next(r for r in VLLM_RANKS if r >= rank)
+
+
+def write_adapter(source: Path, out: Path, base_dir: str | None, manifest: dict, fmt: str, command: str | None) -> None:
+    """The adapter of module directory `source` as a standard PEFT directory at `out` (staged and renamed)."""
+    config = json.loads((source / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = base_dir
+    config["inference_mode"] = True
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        shutil.copyfile(source / "adapter_model.safetensors", staging / "adapter_model.safetensors")
+        (staging / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        manifest = {**manifest, "exported_as": fmt, "vllm_command": command}
+        (staging / "imprint_module.json").write_text(json.dumps(manifest, indent=2))
+        if out.exists():
+            out.rmdir()  # empty, checked by the caller
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def export_module(ws, spec: str, fmt: str, out: Path | str) -> dict:
+    """Export module `spec` (`name` or `name@N`) to `out`; returns what was written and how to serve it."""
     if fmt not in FORMATS:
         raise ImprintError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     entry = ws.module(spec)
@@ -75,31 +110,15 @@ def export_module(ws, spec: str, fmt: str, out: Path | str) -> dict:
     out = Path(out).expanduser().resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ImprintError(f"{out} already exists and is not an empty directory: choose a new --out")
-    config = json.loads((source / "adapter_config.json").read_text())
-    with safe_open(str(source / "adapter_model.safetensors"), "pt") as tensors:
-        names = list(tensors.keys())
     base_dir = _base_dir(entry.base_model)
     report = {"module": label, "format": fmt, "out": str(out), "base_model": entry.base_model, "base_dir": base_dir}
     if fmt == "vllm":
-        problems = vllm_problems(config, names)
+        problems = adapter_problems(source)
         if problems:
             raise ImprintError(f"module {label} cannot be served by vLLM: {'; '.join(problems)}")
-        rank = next(r for r in VLLM_RANKS if r >= config["r"])
+        rank = vllm_rank(lora_rank(source))
         base, target = shlex.quote(base_dir or entry.base_model), shlex.quote(f"{entry.name}={out}")
         report["command"] = f"vllm serve {base} --enable-lora --max-lora-rank {rank} --lora-modules {target}"
-    config["base_model_name_or_path"] = base_dir
-    config["inference_mode"] = True
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        shutil.copyfile(source / "adapter_model.safetensors", staging / "adapter_model.safetensors")
-        (staging / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-        manifest = {**entry.manifest, "exported_as": fmt, "vllm_command": report.get("command")}
-        (staging / "imprint_module.json").write_text(json.dumps(manifest, indent=2))
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    write_adapter(source, out, base_dir, entry.manifest, fmt, report.get("command"))
     report["files"] = sorted(p.name for p in out.iterdir())
     return report
