@@ -11,9 +11,9 @@ from imprint.workspace import Workspace
 @pytest.fixture(scope="session")
 def export_ws(tmp_path_factory):
     """Modules: on `tiny` (Gemma-3) lora `g` and full `gfull`, prefix `gprefix`; on a Llama directory lora `l`
-    and full `lfull`; on a Qwen2 directory lora `q`."""
+    and full `lfull`; on a Qwen2 directory lora `q`, on a Qwen3 one lora `q3`."""
     root = tmp_path_factory.mktemp("export-ws")
-    llama, qwen = str(base_dir(root, "llama")), str(base_dir(root, "qwen2"))
+    llama, qwen, qwen3 = (str(base_dir(root, family)) for family in ("llama", "qwen2", "qwen3"))
     ws = Workspace.open(root / "ws")
     lora = {"r": 4, "alpha": 8}
     register(ws, "g", "lora", "tiny", lora, seed=1)
@@ -22,5 +22,6 @@ def export_ws(tmp_path_factory):
     register(ws, "l", "lora", llama, lora, seed=4)
     register(ws, "lfull", "full", llama, {}, seed=5)
     register(ws, "q", "lora", qwen, lora, seed=6)
+    register(ws, "q3", "lora", qwen3, lora, seed=7)
     ws.close()
     return root / "ws"

@@ -10,15 +10,19 @@ from imprint.testing import tiny_tokenizer
 
 
 def base_dir(root, family: str):
-    """A tiny random `family` model (llama, qwen2) saved as a Hugging Face directory under `root`."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    """A tiny random `family` model (llama, qwen2, qwen3) saved as a Hugging Face directory under `root`."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     tokenizer = tiny_tokenizer()
     shape = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=0,
                  eos_token_id=1, bos_token_id=2, initializer_range=0.3)  # fmt: skip
+    # Qwen3 with the head width of every Qwen3 release (128): transformers' GGUF reader assumes it
     config, cls = {"llama": (LlamaConfig(**shape, tie_word_embeddings=False), LlamaForCausalLM),
-                   "qwen2": (Qwen2Config(**shape, tie_word_embeddings=True), Qwen2ForCausalLM)}[family]  # fmt: skip
+                   "qwen2": (Qwen2Config(**shape, tie_word_embeddings=True), Qwen2ForCausalLM),
+                   "qwen3": (Qwen3Config(**shape, head_dim=128, tie_word_embeddings=True), Qwen3ForCausalLM),
+                   "qwen3-narrow": (Qwen3Config(**shape, head_dim=32, tie_word_embeddings=True), Qwen3ForCausalLM),
+                   }[family]  # fmt: skip
     with torch.random.fork_rng():
         torch.manual_seed(7)
         model = cls(config)

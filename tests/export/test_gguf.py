@@ -1,5 +1,5 @@
 """`imprint export --format gguf`: imprint's writer produces a GGUF that transformers' own GGUF reader loads back
-(`gguf_file=`) with the logits of base+module and the same tokenizer, for Llama and Qwen2 models; an architecture
+(`gguf_file=`) with the logits of base+module and the same tokenizer, for Llama, Qwen2 and Qwen3 models; an architecture
 or layout it cannot write correctly is refused in one line naming llama.cpp's converter; llama.cpp's converter is
 run on the merged directory when the user points at it."""
 
@@ -29,7 +29,9 @@ def logits(model, ids) -> torch.Tensor:
         return model(torch.tensor([ids])).logits.float()
 
 
-@pytest.mark.parametrize(("spec", "gguf_type"), [("l", "f32"), ("l", "f16"), ("q", "f32"), ("q", "bf16")])
+@pytest.mark.parametrize(
+    ("spec", "gguf_type"), [("l", "f32"), ("l", "f16"), ("q", "f32"), ("q", "bf16"), ("q3", "f32")]
+)
 def test_gguf_loads_back_with_the_logits_of_base_plus_lora(export_ws, tmp_path, spec, gguf_type):
     ws = Workspace.open(export_ws)
     config = ExportConfig(gguf_type=gguf_type, llama_cpp="off")
@@ -57,6 +59,18 @@ def test_a_layout_the_readers_would_get_wrong_is_refused(export_ws, tmp_path, ca
     assert "\n" not in err and "cannot write a correct GGUF of this gemma3_text model" in err
     assert "export --format merged and convert that directory with llama.cpp's convert_hf_to_gguf.py" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_reads_back_wrong_is_not_kept(tmp_path):
+    """This transformers' GGUF reader ignores a Qwen3 file's head width and assumes 128: a narrower Qwen3 is
+    written, read back wrong by the check, and refused; nothing is left behind."""
+    from export_models import base_dir, register
+
+    ws = Workspace.open(tmp_path / "ws")
+    register(ws, "n", "lora", str(base_dir(tmp_path, "qwen3-narrow")), {"r": 4, "alpha": 8}, seed=8)
+    with pytest.raises(ImprintError, match="cannot write a correct GGUF of this qwen3 model: transformers cannot read"):
+        export_module(ws, "n", "gguf", tmp_path / "out", ExportConfig(llama_cpp="off"))
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out-*"))
 
 
 CONVERTER = """import json, pathlib, sys

@@ -235,3 +235,20 @@ def test_launches_vllm_with_the_modules_and_stops_it(vllm_ws, tmp_path, monkeypa
         assert answer.model == "acme-notes@1" and answer.usage.completion_tokens > 0
     assert engine.stats["adapters_loaded_at_runtime"] == 0 and engine.stats["rows"] == 1
     assert engine.process.process.poll() is not None  # vLLM stopped with the server
+
+
+def test_the_front_holds_no_weights_when_vllm_does(tmp_path):
+    """In front of vLLM a local base directory is held as tokenizer, config and generation config only: the
+    architecture sits on the meta device, and the stop tokens and context window come out as the local engine's."""
+    from imprint.inference import stop_token_ids
+    from imprint.serve.vllm import base_without_weights
+
+    model, tokenizer = tiny_lm()
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    shell = base_without_weights(str(tmp_path / "base"))
+    assert all(p.device.type == "meta" for p in shell.model.parameters())
+    assert shell.name == str((tmp_path / "base").resolve())
+    assert shell.tokenizer("a b").input_ids == tokenizer("a b").input_ids
+    assert stop_token_ids(shell.tokenizer, shell.model) == stop_token_ids(tokenizer, model)
+    assert shell.model.config.max_position_embeddings == model.config.max_position_embeddings
